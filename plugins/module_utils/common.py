@@ -1,0 +1,141 @@
+# -*- coding: utf-8 -*-
+# Copyright: netops maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Shared pieces of the collection's modules: domain errors, the pyroute2 import guard,
+address normalisation and the plan (before/after/diff) every state module reports.
+
+Nothing here talks to Ansible: module_utils raise the errors below and the modules turn
+them into ``fail_json``.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import ipaddress
+import traceback
+
+try:
+    from pyroute2 import IPRoute  # noqa: F401  (re-exported for the module_utils)
+    from pyroute2.netlink.exceptions import NetlinkError  # noqa: F401
+
+    HAS_PYROUTE2 = True
+    PYROUTE2_IMPORT_ERROR = None
+except ImportError:  # pragma: no cover - exercised where pyroute2 is absent
+    IPRoute = None
+    NetlinkError = OSError
+    HAS_PYROUTE2 = False
+    PYROUTE2_IMPORT_ERROR = traceback.format_exc()
+
+
+class NetopsError(Exception):
+    """Base of the collection's domain errors."""
+
+
+class ValidationError(NetopsError):
+    """The input is wrong. Raised before anything is changed."""
+
+
+class KernelFeatureError(NetopsError):
+    """The running kernel lacks something the request needs. Raised before anything is changed."""
+
+
+class ApplyError(NetopsError):
+    """Applying failed half-way. ``rolled_back`` tells whether what was applied was undone."""
+
+    def __init__(self, msg, rolled_back=False):
+        super(ApplyError, self).__init__(msg)
+        self.rolled_back = rolled_back
+
+
+FAMILIES = {4: "ipv4", 6: "ipv6"}
+
+
+def parse_address(value, what="address"):
+    """Return an ``ipaddress`` address for ``value`` or raise ValidationError."""
+    try:
+        return ipaddress.ip_address(str(value).strip())
+    except ValueError:
+        raise ValidationError("%s %r is not an IPv4 or IPv6 address" % (what, value))
+
+
+def parse_prefix(value, what="prefix", strict=True):
+    """Return an ``ipaddress`` network for ``value`` (an address means a host prefix).
+
+    With ``strict``, host bits set are refused with a hint at the intended prefix, as
+    ``172.16.0.1/24`` is ambiguous: a host or the network 172.16.0.0/24.
+    """
+    text = str(value).strip()
+    try:
+        return ipaddress.ip_network(text, strict=True)
+    except ValueError:
+        try:
+            loose = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise ValidationError("%s %r is not an IPv4 or IPv6 address or prefix" % (what, value))
+        if strict:
+            raise ValidationError(
+                "%s %r has host bits set: write %s for the network or %s/%d for the host"
+                % (what, value, loose, text.split("/")[0], loose.max_prefixlen)
+            )
+        return loose
+
+
+def same_family(items, what="addresses"):
+    """Raise ValidationError unless every address/network in ``items`` has one IP version.
+
+    Returns that version (4 or 6), or None for an empty list.
+    """
+    versions = set(item.version for item in items if item is not None)
+    if len(versions) > 1:
+        raise ValidationError("%s mix IPv4 and IPv6: %s" % (what, ", ".join(str(i) for i in items if i is not None)))
+    return versions.pop() if versions else None
+
+
+def check_range(value, low, high, what):
+    """Raise ValidationError unless ``low <= value <= high``; returns ``int(value)``."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValidationError("%s %r is not a number" % (what, value))
+    if not low <= number <= high:
+        raise ValidationError("%s %d is out of range %d-%d" % (what, number, low, high))
+    return number
+
+
+def interface_index(ipr, name):
+    """Return the ifindex of device ``name`` through an open IPRoute, or raise ValidationError."""
+    found = ipr.link_lookup(ifname=name)
+    if not found:
+        raise ValidationError("unknown interface %r: no such device on this host" % name)
+    return found[0]
+
+
+def interface_names(ipr):
+    """Map ifindex -> name for every link, through an open IPRoute."""
+    return dict((link["index"], link.get_attr("IFLA_IFNAME")) for link in ipr.get_links())
+
+
+class Plan(object):
+    """The difference between what is and what is wanted, as rendered lines.
+
+    ``before`` and ``after`` are lists of one-line renderings (iproute2/nft-like text) of the
+    objects a module owns; ``to_add`` and ``to_remove`` are the objects to change.
+    """
+
+    def __init__(self, before, after, to_add=(), to_remove=()):
+        self.before = list(before)
+        self.after = list(after)
+        self.to_add = list(to_add)
+        self.to_remove = list(to_remove)
+
+    @property
+    def changed(self):
+        return bool(self.to_add or self.to_remove)
+
+    def diff(self):
+        """Ansible's diff dict: readable before/after text."""
+        return {
+            "before": "".join(line + "\n" for line in self.before),
+            "after": "".join(line + "\n" for line in self.after),
+        }
