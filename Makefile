@@ -1,0 +1,100 @@
+# netops.ip_transparency: every entry point. The README's two commands are `make demo` and
+# `make test`; each sets up what it needs on a fresh Debian 12 machine (packages, docker engine,
+# lab image, Python tooling) and is safe to run again.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON    ?= python3
+VENV      := .venv
+COMPAT    := .venv-compat
+METHOD    ?= ip_transparency
+METHODS   := ip_transparency dsr_router_nat dsr_origin_nat
+SCENARIOS ?= $(sort $(patsubst molecule/%/molecule.yml,%,$(wildcard molecule/*/molecule.yml)))
+COLLECTION_LINK := .collections/ansible_collections/netops/ip_transparency
+BUILD     := .build
+
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export PY_COLORS := 0
+export ANSIBLE_NOCOLOR := 1
+
+.PHONY: help host venv compat image lab lab-down demo test unit integration vm sanity lint \
+        collection molecule clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
+
+host: ## Debian packages and a running docker engine
+	@bash lab/host-setup.sh
+
+venv: $(VENV)/.installed $(COLLECTION_LINK) ## Python tooling in .venv (pinned)
+
+$(VENV)/.installed: requirements.txt constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.txt -c constraints.txt
+	touch $@
+
+$(COLLECTION_LINK):
+	mkdir -p $(dir $@)
+	ln -sfn ../../.. $@
+
+compat: $(COMPAT)/.installed ## a second venv with Debian 12's pyroute2 (0.7.2), as on the hosts
+
+$(COMPAT)/.installed: tests/requirements-compat.txt
+	$(PYTHON) -m venv $(COMPAT)
+	$(COMPAT)/bin/pip install -q --disable-pip-version-check -r tests/requirements-compat.txt
+	touch $@
+
+image: host ## the lab's host image, built locally with debootstrap
+	@bash lab/image/build.sh
+
+lab: venv image ## bring the lab up and provision its baseline
+	ansible-playbook lab/up.yml
+	ansible-playbook -i inventories/lab lab/provision.yml
+
+lab-down: venv ## remove the lab
+	ansible-playbook lab/down.yml
+
+demo: lab ## apply METHOD's playbook to the lab and show what the upstreams saw
+	ansible-playbook -i inventories/lab playbooks/$(METHOD).yml
+	ansible-playbook -i inventories/lab lab/show.yml -e lab_method=$(METHOD)
+
+test: unit integration vm collection sanity lint molecule ## every test
+	@echo "make test: all suites passed"
+
+unit: venv ## pytest unit tests
+	pytest tests/unit
+
+integration: venv compat ## modules against the real kernel in network namespaces (both pyroute2 versions)
+	pytest tests/integration
+	$(COMPAT)/bin/pytest tests/integration
+
+vm: host venv ## tc backend tests in a qemu VM booted with Debian's stock kernel (has act_nat)
+	bash tests/vm/setup.sh
+	tests/vm/run-in-vm -- $(CURDIR)/$(VENV)/bin/pytest -p no:cacheprovider -m needs_tc_nat tests/integration
+
+collection: venv ## build the collection and install the tarball; ansible-doc reads the installed copy
+	rm -rf $(BUILD)/dist $(BUILD)/install
+	ansible-galaxy collection build --force --output-path $(BUILD)/dist .
+	ansible-galaxy collection install --force -p $(BUILD)/install $(BUILD)/dist/netops-ip_transparency-*.tar.gz
+	for m in ip_rule policy_route rp_filter tc_nat_filter; do \
+	  ANSIBLE_COLLECTIONS_PATH=$(BUILD)/install ansible-doc -t module netops.ip_transparency.$$m >/dev/null; done
+	@echo "collection: built, installed, ansible-doc reads every module"
+
+sanity: venv ## ansible-test sanity on a copy of the tree in an ansible_collections layout
+	rm -rf $(BUILD)/sanity && mkdir -p $(BUILD)/sanity/ansible_collections/netops/ip_transparency
+	git ls-files -z --cached --others --exclude-standard | \
+	  rsync -a --from0 --files-from=- . $(BUILD)/sanity/ansible_collections/netops/ip_transparency/
+	cd $(BUILD)/sanity/ansible_collections/netops/ip_transparency && \
+	  ansible-test sanity --python 3.11 --requirements --color no
+
+lint: venv ## ansible-lint, production profile
+	ansible-lint --profile production
+
+molecule: venv image ## every Molecule scenario, one after another
+	for s in $(SCENARIOS); do molecule test -s $$s; done
+
+clean: ## remove build output and caches (not the venvs)
+	rm -rf $(BUILD) .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
