@@ -1,0 +1,199 @@
+# -*- coding: utf-8 -*-
+# Copyright: netops maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Netlink helpers shared by the rule and route module_utils.
+
+Routing table names (``main`` == 254, names from ``/etc/iproute2/rt_tables``), address families,
+numeric parsing (``"0x1"`` == 1), reading attributes of pyroute2 messages in a way that works with
+pyroute2 0.7 and 0.9, and the undo log the modules use to roll back a half-applied change.
+
+Nothing here imports Ansible or pyroute2 (pyroute2 messages are only duck-typed).
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import glob
+import os
+import socket
+
+from ansible_collections.netops.ip_transparency.plugins.module_utils.common import (
+    ApplyError,
+    ValidationError,
+    check_range,
+)
+
+AF_BY_VERSION = {4: socket.AF_INET, 6: socket.AF_INET6}
+VERSION_BY_AF = {socket.AF_INET: 4, socket.AF_INET6: 6}
+VERSION_BY_NAME = {"ipv4": 4, "ipv6": 6}
+NAME_BY_VERSION = {4: "ipv4", 6: "ipv6"}
+
+U32_MAX = 0xFFFFFFFF
+IFNAMSIZ = 16
+
+# The kernel's reserved tables; iproute2 knows them by these names.
+RESERVED_TABLES = {"unspec": 0, "compat": 252, "default": 253, "main": 254, "local": 255}
+TABLE_NAMES = {253: "default", 254: "main", 255: "local"}
+
+RT_TABLES_FILES = (
+    "/etc/iproute2/rt_tables",
+    "/usr/share/iproute2/rt_tables",
+    "/usr/lib/iproute2/rt_tables",
+)
+RT_TABLES_DIRS = ("/etc/iproute2/rt_tables.d", "/usr/share/iproute2/rt_tables.d")
+
+
+def read_rt_tables(files=RT_TABLES_FILES, dirs=RT_TABLES_DIRS):
+    """Map table name -> id from iproute2's ``rt_tables`` files (missing files are fine)."""
+    paths = list(files)
+    for folder in dirs:
+        paths.extend(sorted(glob.glob(os.path.join(folder, "*.conf"))))
+    names = {}
+    for path in paths:
+        try:
+            with open(path) as handle:
+                lines = handle.read().splitlines()
+        except (IOError, OSError):
+            continue
+        for line in lines:
+            fields = line.split("#", 1)[0].split()
+            if len(fields) < 2:
+                continue
+            try:
+                number = int(fields[0], 0)
+            except ValueError:
+                continue
+            names.setdefault(fields[1], number)
+    return names
+
+
+def parse_u32(value, what, low=0, high=U32_MAX):
+    """Parse an integer given as int or decimal/hex string (``1``, ``"1"``, ``"0x1"``)."""
+    if isinstance(value, bool):
+        raise ValidationError("%s %r is not a number" % (what, value))
+    if isinstance(value, int):
+        number = value
+    else:
+        text = str(value).strip().lower()
+        try:
+            number = int(text, 16) if text.startswith("0x") else int(text, 10)
+        except ValueError:
+            raise ValidationError("%s %r is not a number (write it in decimal or as 0x...)" % (what, value))
+    return check_range(number, low, high, what)
+
+
+def parse_table(value, rt_tables=None):
+    """Return the routing table id for ``value``: a number 1..4294967295 or a table name."""
+    if value is None:
+        return RESERVED_TABLES["main"]
+    text = str(value).strip()
+    if text in RESERVED_TABLES:
+        number = RESERVED_TABLES[text]
+    elif text.lower().startswith("0x") or text.isdigit() or isinstance(value, int):
+        number = parse_u32(value, "table")
+    else:
+        names = read_rt_tables() if rt_tables is None else rt_tables
+        if text not in names:
+            raise ValidationError(
+                "table %r is neither a number (1-4294967295) nor a name known to iproute2 "
+                "(main, local, default or a name in /etc/iproute2/rt_tables)" % (value,)
+            )
+        number = names[text]
+    if number == 0:
+        raise ValidationError("table 0 (unspec) is not a routing table: use 1-4294967295, main, local or default")
+    return check_range(number, 1, U32_MAX, "table")
+
+
+def table_name(number):
+    """Render a table id as iproute2 does for the reserved ones."""
+    return TABLE_NAMES.get(number, str(number))
+
+
+def parse_family(value):
+    """``ipv4``/``ipv6``/None -> 4/6/None."""
+    if value is None:
+        return None
+    if value not in VERSION_BY_NAME:
+        raise ValidationError("family %r must be ipv4 or ipv6" % (value,))
+    return VERSION_BY_NAME[value]
+
+
+def check_ifname(name, what):
+    """Validate the syntax of a device name (existence is checked against the kernel later)."""
+    if name is None:
+        return None
+    text = str(name)
+    if not text or len(text) >= IFNAMSIZ or "/" in text or text in (".", "..") or any(c.isspace() for c in text):
+        raise ValidationError("%s %r is not a valid interface name (1-15 characters, no '/' or spaces)" % (what, name))
+    return text
+
+
+def attr(msg, name, default=None):
+    """A netlink attribute of a pyroute2 message (works alike on pyroute2 0.7 and 0.9)."""
+    value = msg.get_attr(name)
+    return default if value is None else value
+
+
+def attr_names(msg):
+    """The names of the attributes a pyroute2 message carries."""
+    names = []
+    for item in msg.get("attrs", ()):
+        names.append(item[0] if isinstance(item, (list, tuple)) else getattr(item, "name", str(item)))
+    return names
+
+
+def msg_table(msg, attr_name):
+    """The table of a route/rule message: the 32-bit attribute when present, else the header byte."""
+    value = msg.get_attr(attr_name)
+    return msg["table"] if value is None else value
+
+
+def netlink_error_text(exc):
+    """Readable text of a NetlinkError/OSError."""
+    code = getattr(exc, "code", None)
+    if code is None and getattr(exc, "args", None):
+        code = exc.args[0] if isinstance(exc.args[0], int) else None
+    if isinstance(code, int) and code > 0:
+        return "%s (errno %d)" % (os.strerror(code), code)
+    return str(exc)
+
+
+class UndoLog(object):
+    """Kernel changes applied so far, each with the callable that reverts it.
+
+    ``run(description, do, undo)`` performs ``do()``; if it raises, every earlier change is
+    reverted in reverse order and ApplyError(rolled_back=...) is raised.
+    """
+
+    def __init__(self):
+        self.done = []
+
+    def run(self, description, do, undo):
+        try:
+            do()
+        except Exception as exc:  # pylint: disable=broad-except
+            earlier = len(self.done)
+            failures = self.rollback()
+            if failures:
+                raise ApplyError(
+                    "%s failed: %s; rolling back the earlier changes also failed: %s"
+                    % (description, netlink_error_text(exc), "; ".join(failures)),
+                    rolled_back=False,
+                )
+            raise ApplyError(
+                "%s failed: %s%s" % (description, netlink_error_text(exc), "; %d earlier change(s) rolled back" % earlier if earlier else ""),
+                rolled_back=True,
+            )
+        self.done.append((description, undo))
+
+    def rollback(self):
+        """Undo what was done; returns the list of undo failures (empty when all went back)."""
+        failures = []
+        while self.done:
+            description, undo = self.done.pop()
+            try:
+                undo()
+            except Exception as exc:  # pylint: disable=broad-except
+                failures.append("undo of %s: %s" % (description, netlink_error_text(exc)))
+        return failures
