@@ -13,6 +13,9 @@ METHODS   := ip_transparency dsr_router_nat dsr_origin_nat
 SCENARIOS ?= $(sort $(patsubst molecule/%/molecule.yml,%,$(wildcard molecule/*/molecule.yml)))
 COLLECTION_LINK := .collections/ansible_collections/netops/ip_transparency
 BUILD     := .build
+# ansible-test wants an ansible_collections/ layout and lists files with git when it finds a
+# repository above it: the sanity copy lives outside this tree.
+SANITY_DIR ?= /tmp/netops-ipt-sanity
 
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
@@ -83,10 +86,13 @@ collection: venv ## build the collection and install the tarball; ansible-doc re
 	@echo "collection: built, installed, ansible-doc reads every module"
 
 sanity: venv ## ansible-test sanity on a copy of the tree in an ansible_collections layout
-	rm -rf $(BUILD)/sanity && mkdir -p $(BUILD)/sanity/ansible_collections/netops/ip_transparency
+	@pipver=$$(sed -nE "s/^ +pip='([0-9.]+)',$$/\1/p" $(VENV)/lib/python3*/site-packages/ansible_test/_internal/python_requirements.py | head -1); \
+	  [ -n "$$pipver" ] || { echo "cannot find the pip version ansible-test bootstraps" >&2; exit 1; }; \
+	  install -D -m 0644 tests/sanity/get_pip_offline.py $$HOME/.ansible/test/cache/get_pip_$${pipver//./_}.py
+	rm -rf $(SANITY_DIR) && mkdir -p $(SANITY_DIR)/ansible_collections/netops/ip_transparency
 	git ls-files -z --cached --others --exclude-standard | \
-	  rsync -a --from0 --files-from=- . $(BUILD)/sanity/ansible_collections/netops/ip_transparency/
-	cd $(BUILD)/sanity/ansible_collections/netops/ip_transparency && \
+	  rsync -a --from0 --files-from=- . $(SANITY_DIR)/ansible_collections/netops/ip_transparency/
+	cd $(SANITY_DIR)/ansible_collections/netops/ip_transparency && \
 	  ansible-test sanity --python 3.11 --requirements --color no
 
 lint: venv ## ansible-lint, production profile

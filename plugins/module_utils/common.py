@@ -16,8 +16,9 @@ import ipaddress
 import traceback
 
 try:
-    from pyroute2 import IPRoute  # noqa: F401  (re-exported for the module_utils)
-    from pyroute2.netlink.exceptions import NetlinkError  # noqa: F401
+    # Re-exported: the module_utils take IPRoute and NetlinkError from here, behind one guard.
+    from pyroute2 import IPRoute  # noqa: F401 pylint: disable=unused-import
+    from pyroute2.netlink.exceptions import NetlinkError  # noqa: F401 pylint: disable=unused-import
 
     HAS_PYROUTE2 = True
     PYROUTE2_IMPORT_ERROR = None
@@ -76,7 +77,7 @@ def parse_prefix(value, what="prefix", strict=True):
         if strict:
             raise ValidationError(
                 "%s %r has host bits set: write %s for the network or %s/%d for the host"
-                % (what, value, loose, text.split("/")[0], loose.max_prefixlen)
+                % (what, value, loose, text.split("/", maxsplit=1)[0], loose.max_prefixlen)
             )
         return loose
 
