@@ -183,7 +183,7 @@ def normalise(params):
     family = parse_family(params.get("family"))
     if family is not None and version is not None and family != version:
         raise ValidationError(
-            "family %s does not match the IPv%d addresses in from/to" % (params.get("family"), version)
+            "family %s does not match the IPv%s addresses in from/to" % (params.get("family"), version)
         )
     family = family or version or 4
 

@@ -167,7 +167,7 @@ def normalise(params):
     version = same_family([dest, gateway, source], "dest, gateway and source")
     family = parse_family(params.get("family"))
     if family is not None and version is not None and family != version:
-        raise ValidationError("family %s does not match the IPv%d addresses in dest/gateway/source" % (params["family"], version))
+        raise ValidationError("family %s does not match the IPv%s addresses in dest/gateway/source" % (params["family"], version))
     family = family or version or 4
     if is_default:
         dest = parse_prefix("0.0.0.0/0" if family == 4 else "::/0", "dest")

@@ -9,8 +9,10 @@ value, ``all`` is lowered and every interface not asked about (``default`` inclu
 relying on ``all`` is raised to the old ``all``, so its effective value does not change.
 
 The managed sysctl.d file holds the settings (so they hold after a reboot) and, as comments,
-the value each key had before the module first changed it and the requested interfaces it was
-changed for; ``state=absent`` restores a key once no requested interface needs it any more.
+the value each key had before the module first changed it and who needs the change: the
+interface itself when it was requested, the requested interfaces relying on a lowered ``all``
+for ``all``, and ``@all`` for the keys raised to compensate (restored together with ``all``).
+``state=absent`` restores a key once nothing needs it any more.
 
 /proc/sys/net is per network namespace. Nothing here imports Ansible.
 """
@@ -40,6 +42,7 @@ HEADER = (
     "# and the interfaces it was changed for; state=absent restores them. Do not edit by hand.\n"
 )
 RECORD_PREFIX = "# netops-original:"
+VIA_ALL = "@all"  # owner of keys raised while all was lowered: they are restored together with all
 
 
 def parse_value(value):
@@ -282,25 +285,36 @@ def ensure(params, check_mode=False, sysctl=None):
     managed = ManagedFile(path)
     old_content = managed.current_content()
     persist = params.get("persist", True)
-    owners = set(requested)
+    want_effective = params.get("effective", True)
 
     if state == "present":
-        target = compute_targets(requested, current, params.get("effective", True))
+        target = compute_targets(requested, current, want_effective)
         changes = dict((i, v) for i, v in target.items() if v != current[i])
+        relying = set(i for i in requested if i != "all")
         for iface in set(changes) | set(requested):
             record = managed.records.setdefault(iface, {"original": current[iface], "owners": set()})
-            record["owners"] |= owners
+            if iface in requested:
+                record["owners"].add(iface)
+            elif iface == "all":
+                record["owners"] |= relying
+            else:
+                # raised so that lowering all changes nothing for it: goes back together with all
+                record["owners"].add(VIA_ALL)
             if persist:
                 managed.settings[iface] = target[iface]
             else:
                 managed.settings.pop(iface, None)
+        if want_effective and relying and "all" in managed.records:
+            managed.records["all"]["owners"] |= relying
     else:
         changes = {}
+        for record in managed.records.values():
+            record["owners"] -= set(requested)
+        if not managed.records.get("all", {"owners": ()})["owners"]:
+            for record in managed.records.values():
+                record["owners"].discard(VIA_ALL)
         for iface in sorted(managed.records):
             record = managed.records[iface]
-            if not record["owners"] & owners:
-                continue
-            record["owners"] -= owners
             if record["owners"]:
                 continue
             del managed.records[iface]
@@ -336,21 +350,39 @@ def ensure(params, check_mode=False, sysctl=None):
     }
 
 
-def apply(sysctl, changes, current, managed):
-    """Write the kernel values (raises before lowers), then the file; undo the values on failure."""
+def write_values(sysctl, changes, current):
+    """Write ``changes`` over ``current``; returns the interfaces written.
+
+    Writing conf/default makes the kernel copy the value to every device whose rp_filter was
+    never written explicitly, so default goes first and the devices it moved are put back.
+    """
+    wanted = dict(current)
+    wanted.update(changes)
+    order = order_writes(changes, current)
+    if "default" in order:
+        order.remove("default")
+        order.insert(0, "default")
     written = []
+    for iface in order:
+        sysctl.write(iface, changes[iface])
+        written.append(iface)
+    if "default" in changes:
+        for iface, value in sorted(sysctl.read_all().items()):
+            if iface in wanted and value != wanted[iface]:
+                sysctl.write(iface, wanted[iface])
+                written.append(iface)
+    return written
+
+
+def apply(sysctl, changes, current, managed):
+    """Write the kernel values, then the file; on failure put the values read before back."""
     try:
-        for iface in order_writes(changes, current):
-            sysctl.write(iface, changes[iface])
-            written.append(iface)
+        write_values(sysctl, changes, current)
         managed.write()
     except (IOError, OSError) as exc:
-        failures = []
-        for iface in reversed(written):
-            try:
-                sysctl.write(iface, current[iface])
-            except (IOError, OSError) as undo_exc:
-                failures.append("%s: %s" % (iface, undo_exc))
-        if failures:
-            raise ApplyError("setting rp_filter failed: %s; restoring failed too: %s" % (exc, "; ".join(failures)), rolled_back=False)
-        raise ApplyError("setting rp_filter failed: %s; %d value(s) already written were restored" % (exc, len(written)), rolled_back=True)
+        try:
+            now = sysctl.read_all()
+            write_values(sysctl, dict((i, v) for i, v in current.items() if i in now and now[i] != v), now)
+        except (IOError, OSError) as undo_exc:
+            raise ApplyError("setting rp_filter failed: %s; restoring the previous values failed too: %s" % (exc, undo_exc), rolled_back=False)
+        raise ApplyError("setting rp_filter failed: %s; the values already written were restored" % (exc,), rolled_back=True)

@@ -24,7 +24,7 @@ description:
   - The IP transparency setup of NGINX needs C(ip rule add fwmark 1 lookup 100), that is
     O(fwmark=1), O(table=100) (with a fixed O(priority) so the rule is easy to find again).
 author:
-  - netops maintainers
+  - netops maintainers (@netops)
 requirements:
   - pyroute2 >= 0.7.2
 attributes:
@@ -80,7 +80,7 @@ options:
     type: raw
   action:
     description:
-      - What the rule does: look up O(table), or drop the packet (V(blackhole)), or answer with an ICMP error
+      - What the rule does - look up O(table), or drop the packet (V(blackhole)), or answer with an ICMP error
         (V(unreachable), V(prohibit)).
     type: str
     choices: [lookup, blackhole, unreachable, prohibit]

@@ -23,7 +23,7 @@ description:
   - Addresses are compared after normalisation, so C(172.16.0.11) equals C(172.16.0.11/32) and O(table) C(main)
     equals C(254).
 author:
-  - netops maintainers
+  - netops maintainers (@netops)
 requirements:
   - pyroute2 >= 0.7.2
 attributes:

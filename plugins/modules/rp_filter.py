@@ -24,7 +24,7 @@ description:
   - Transparent proxying and Direct Server Return make packets arrive with source addresses the reverse path
     does not lead back through, which strict filtering silently drops.
 author:
-  - netops maintainers
+  - netops maintainers (@netops)
 attributes:
   check_mode:
     support: full

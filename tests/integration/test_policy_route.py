@@ -1,0 +1,121 @@
+"""Real-kernel tests of the policy_route module in throwaway network namespaces."""
+
+import pytest
+
+DUMP = "ip route show table all; echo ---; ip -6 route show table all"
+
+
+@pytest.fixture
+def ns(netns, sh):
+    """v0 on 172.16.0.0/24 (the proxy is .1), v0.100 on 10.0.2.0/24 with two default routes."""
+    name = netns()
+    # no link-local addresses: their routes would appear while a test runs and spoil the dumps
+    sh(name, "ip link add v0 type veth peer name v0.100 && ip link set v0 addrgenmode none && ip link set v0.100 addrgenmode none"
+             " && ip link set v0 up && ip link set v0.100 up"
+             " && ip addr add 172.16.0.2/24 dev v0 && ip addr add 10.0.2.15/24 dev v0.100"
+             " && ip -6 addr add 2001:db8::2/64 dev v0 nodad"
+             " && ip route add default via 10.0.2.2 && ip route add default via 10.0.2.3 metric 50")
+    return name
+
+
+LOCAL4 = {"dest": "0.0.0.0/0", "type": "local", "device": "lo", "table": 100}
+LOCAL6 = {"dest": "::/0", "type": "local", "device": "lo", "table": 100}
+
+
+@pytest.mark.parametrize("args, shown", [
+    (LOCAL4, "local default dev lo table 100"),
+    (LOCAL6, "local default dev lo table 100 metric 1024"),
+])
+def test_local_route_is_idempotent_and_absent_restores_the_baseline(ns, sh, run_module, args, shown):
+    baseline = sh(ns, DUMP)
+    result = run_module(ns, "policy_route", args)
+    assert result["rc"] == 0 and result["changed"], result
+    assert shown in sh(ns, DUMP)
+    assert result["diff"]["before"] == "" and "local default dev lo table 100" in result["diff"]["after"]
+    assert not run_module(ns, "policy_route", dict(args, table="100"))["changed"]
+    removed = run_module(ns, "policy_route", dict(args, state="absent"))
+    assert removed["changed"] and len(removed["removed"]) == 1
+    assert sh(ns, DUMP) == baseline
+    assert not run_module(ns, "policy_route", dict(args, state="absent"))["changed"]
+
+
+def test_check_mode_reports_and_changes_nothing(ns, sh, run_module):
+    baseline = sh(ns, DUMP)
+    for args in (LOCAL4, {"dest": "default", "gateway": "172.16.0.1", "exclusive": True}):
+        result = run_module(ns, "policy_route", args, check=True)
+        assert result["rc"] == 0 and result["changed"] and result["diff"]["before"] != result["diff"]["after"], result
+    assert sh(ns, DUMP) == baseline
+
+
+def test_exclusive_default_route_returns_what_it_removed_so_it_can_be_restored(ns, sh, run_module):
+    baseline = sh(ns, DUMP)
+    result = run_module(ns, "policy_route", {"dest": "default", "gateway": "172.16.0.1", "exclusive": True})
+    assert result["rc"] == 0 and result["changed"], result
+    assert sorted((r["gateway"], r["metric"]) for r in result["removed"]) == [("10.0.2.2", 0), ("10.0.2.3", 50)]
+    assert sh(ns, "ip route show default") == "default via 172.16.0.1 dev v0 \n"
+    assert result["route"]["device"] == "v0"
+    assert not run_module(ns, "policy_route", {"dest": "0.0.0.0/0", "gateway": "172.16.0.1", "exclusive": True})["changed"]
+
+    # teardown as a role does it: remove ours, put back what was removed
+    assert run_module(ns, "policy_route", {"dest": "default", "gateway": "172.16.0.1", "state": "absent"})["changed"]
+    for route in result["removed"]:
+        restored = run_module(ns, "policy_route", route)
+        assert restored["rc"] == 0 and restored["changed"], restored
+    assert sh(ns, DUMP) == baseline
+
+
+def test_same_identity_with_another_gateway_is_replaced(ns, sh, run_module):
+    result = run_module(ns, "policy_route", {"dest": "default", "gateway": "172.16.0.1"})
+    assert result["changed"] and [r["gateway"] for r in result["removed"]] == ["10.0.2.2"]
+    assert sh(ns, "ip route show default") == "default via 172.16.0.1 dev v0 \ndefault via 10.0.2.3 dev v0.100 metric 50 \n"
+
+
+def test_routes_in_a_big_table_with_source_and_metric(ns, sh, run_module):
+    baseline = sh(ns, DUMP)
+    args = {"dest": "198.51.100.0/24", "gateway": "172.16.0.1", "source": "172.16.0.2", "metric": 7, "table": 100000}
+    assert run_module(ns, "policy_route", args)["changed"]
+    assert "198.51.100.0/24 via 172.16.0.1 dev v0 table 100000 src 172.16.0.2 metric 7" in sh(ns, DUMP)
+    assert not run_module(ns, "policy_route", dict(args, device="v0"))["changed"]
+    # another metric is another route
+    other = run_module(ns, "policy_route", dict(args, metric=8))
+    assert other["changed"] and other["removed"] == []
+    assert run_module(ns, "policy_route", dict(args, state="absent"))["changed"]
+    assert run_module(ns, "policy_route", dict(args, metric=8, state="absent"))["changed"]
+    assert sh(ns, DUMP) == baseline
+
+
+def test_blackhole_and_ipv6_gateway_routes(ns, sh, run_module):
+    baseline = sh(ns, DUMP)
+    hole = {"dest": "192.0.2.0/24", "type": "blackhole", "table": "main"}
+    v6 = {"dest": "2001:db8:99::/48", "gateway": "2001:db8::1", "table": 200}
+    for args in (hole, v6):
+        assert run_module(ns, "policy_route", args)["changed"]
+        assert not run_module(ns, "policy_route", args)["changed"]
+    assert "blackhole 192.0.2.0/24" in sh(ns, DUMP)
+    assert "2001:db8:99::/48 via 2001:db8::1 dev v0 table 200 metric 1024" in sh(ns, DUMP)
+    for args in (hole, v6):
+        assert run_module(ns, "policy_route", dict(args, state="absent"))["changed"]
+    assert sh(ns, DUMP) == baseline
+
+
+@pytest.mark.parametrize("args, message", [
+    ({"dest": "0.0.0.0/0", "type": "local", "gateway": "172.16.0.1", "table": 100}, "gateway is only for unicast"),
+    ({"dest": "10.0.0.0/8", "gateway": "2001:db8::1"}, "mix IPv4 and IPv6"),
+    ({"dest": "10.0.0.0/8", "device": "nosuchdev"}, "unknown interface 'nosuchdev'"),
+    ({"dest": "10.0.0.1/8", "device": "v0"}, "host bits set"),
+    ({"dest": "default", "device": "v0", "table": 0}, "not a routing table"),
+    ({"dest": "default", "gateway": "172.16.0.1", "exclusive": True, "table": 4294967296}, "out of range"),
+])
+def test_bad_input_fails_clearly_and_changes_nothing(ns, sh, run_module, args, message):
+    baseline = sh(ns, DUMP)
+    result = run_module(ns, "policy_route", args)
+    assert result.get("failed") and result["rc"] != 0 and message in result["msg"], result
+    assert sh(ns, DUMP) == baseline
+
+
+def test_kernel_refusal_of_the_new_route_leaves_the_old_ones(ns, sh, run_module):
+    baseline = sh(ns, DUMP)
+    # 203.0.113.1 is not on any link: the kernel refuses the next hop before anything was removed
+    result = run_module(ns, "policy_route", {"dest": "default", "gateway": "203.0.113.1", "exclusive": True})
+    assert result.get("failed") and "203.0.113.1" in result["msg"], result
+    assert sh(ns, DUMP) == baseline

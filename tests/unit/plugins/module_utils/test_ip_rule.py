@@ -1,0 +1,195 @@
+"""Unit tests of module_utils/ip_rule: normalisation, validation, identity, plan, rendering, rollback."""
+
+import ipaddress
+import socket
+
+import pytest
+
+from ansible_collections.netops.ip_transparency.plugins.module_utils import ip_rule
+from ansible_collections.netops.ip_transparency.plugins.module_utils.common import ApplyError, ValidationError
+
+from .netlink_fakes import FakeIPRoute, rule_msg
+
+DEFAULTS = [rule_msg(None, 255), rule_msg(32766, 254), rule_msg(32767, 253)]
+
+
+def want(**params):
+    return ip_rule.normalise(params)
+
+
+# --- normalisation -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("a, b", [
+    ({"fwmark": "0x1", "table": "main"}, {"fwmark": 1, "table": 254}),
+    ({"fwmark": 1}, {"fwmark": 1, "fwmask": 0xFFFFFFFF, "table": "254"}),
+    ({"from": "172.16.0.11"}, {"from": "172.16.0.11/32"}),
+    ({"from": "all", "to": "10.0.0.0/8"}, {"to": "10.0.0.0/8"}),
+    ({"from": "2001:db8::/32"}, {"from": "2001:db8::/32", "family": "ipv6"}),
+    ({"table": "local"}, {"table": 255}),
+])
+def test_equivalent_spellings_normalise_alike(a, b):
+    assert want(**a) == want(**b)
+
+
+def test_defaults():
+    rule = want(fwmark=1, table=100)
+    assert (rule.family, rule.action, rule.fwmask, rule.priority) == (4, "lookup", 0xFFFFFFFF, None)
+    assert want(**{"from": "2001:db8::1"}).family == 6
+    assert want(action="blackhole").table is None
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"from": "10.0.0.0/8", "to": "2001:db8::/32"}, "mix IPv4 and IPv6"),
+    ({"family": "ipv6", "from": "10.0.0.1"}, "does not match"),
+    ({"fwmask": "0xff"}, "fwmask needs fwmark"),
+    ({"fwmark": "0x100", "fwmask": "0xff"}, "bits outside fwmask"),
+    ({"fwmark": "zz"}, "not a number"),
+    ({"fwmark": 2 ** 32}, "out of range"),
+    ({"from": "172.16.0.1/24"}, "host bits set"),
+    ({"to": "nonsense"}, "not an IPv4 or IPv6"),
+    ({"table": 0}, "not a routing table"),
+    ({"table": 2 ** 32}, "out of range"),
+    ({"table": "nosuchtable"}, "neither a number"),
+    ({"priority": -1}, "out of range"),
+    ({"priority": 2 ** 32}, "out of range"),
+    ({"action": "blackhole", "table": 100}, "only used with action=lookup"),
+    ({"iif": "a/b"}, "not a valid interface name"),
+    ({"oif": "x" * 16}, "not a valid interface name"),
+])
+def test_validation_errors(params, message):
+    with pytest.raises(ValidationError, match=message):
+        want(**params)
+
+
+def test_rt_tables_names(monkeypatch):
+    from ansible_collections.netops.ip_transparency.plugins.module_utils import netlink
+    monkeypatch.setattr(netlink, "read_rt_tables", lambda: {"tproxy": 100})
+    assert want(table="tproxy").table == 100
+
+
+def test_rt_tables_file_parsing(tmp_path):
+    from ansible_collections.netops.ip_transparency.plugins.module_utils import netlink
+    path = tmp_path / "rt_tables"
+    path.write_text("# comment\n255\tlocal\n100 tproxy # the proxy's table\nbroken\n0x10 hexa\n")
+    names = netlink.read_rt_tables(files=[str(path)], dirs=[])
+    assert names == {"local": 255, "tproxy": 100, "hexa": 16}
+
+
+# --- kernel messages -------------------------------------------------------------------------
+
+def test_from_netlink_reads_selectors_and_big_tables():
+    msg = rule_msg(101, 1000, src="10.0.0.0", src_len=8, dst="10.1.0.0", dst_len=16,
+                   FRA_IIFNAME="eth0", FRA_OIFNAME="lo", FRA_FWMARK=1, FRA_FWMASK=0xFF)
+    rule = ip_rule.from_netlink(msg)
+    assert rule.table == 1000 and rule.priority == 101
+    assert rule.src == ipaddress.ip_network("10.0.0.0/8") and rule.dst == ipaddress.ip_network("10.1.0.0/16")
+    assert (rule.iif, rule.oif, rule.fwmark, rule.fwmask, rule.foreign) == ("eth0", "lo", 1, 0xFF, ())
+    assert rule.render() == "101: from 10.0.0.0/8 to 10.1.0.0/16 fwmark 0x1/0xff iif eth0 oif lo lookup 1000"
+
+
+def test_local_rule_without_priority_attribute_is_priority_0():
+    rule = ip_rule.from_netlink(DEFAULTS[0])
+    assert rule.priority == 0 and rule.is_kernel_default()
+    assert rule.render() == "0: from all lookup local"
+
+
+@pytest.mark.parametrize("msg", [
+    rule_msg(100, 100, tos=0x10, FRA_FWMARK=1, FRA_FWMASK=0xFFFFFFFF),
+    rule_msg(100, 100, flags=ip_rule.FIB_RULE_INVERT, FRA_FWMARK=1, FRA_FWMASK=0xFFFFFFFF),
+    rule_msg(100, 100, FRA_FWMARK=1, FRA_FWMASK=0xFFFFFFFF, FRA_IP_PROTO=6),
+    rule_msg(100, 100, FRA_FWMARK=1, FRA_FWMASK=0xFFFFFFFF, FRA_SUPPRESS_PREFIXLEN=0),
+])
+def test_rules_with_unmodelled_selectors_never_match(msg):
+    rule = ip_rule.from_netlink(msg)
+    assert rule.foreign
+    assert not want(priority=100, fwmark=1, table=100).matches(rule)
+
+
+def test_blackhole_rule():
+    rule = ip_rule.from_netlink(rule_msg(103, 0, action=6))
+    assert rule.action == "blackhole" and rule.table is None
+    assert rule.render() == "103: from all blackhole"
+    assert want(priority=103, action="blackhole").matches(rule)
+
+
+# --- plan ----------------------------------------------------------------------------------
+
+def existing(*extra):
+    return [ip_rule.from_netlink(m) for m in DEFAULTS[:1] + list(extra) + DEFAULTS[1:]]
+
+
+def test_plan_adds_missing_rule_and_renders_diff():
+    plan = ip_rule.plan(want(priority=100, fwmark=1, table=100), existing(), "present")
+    assert plan.changed and len(plan.to_add) == 1
+    assert plan.diff()["after"] == (
+        "0: from all lookup local\n100: from all fwmark 0x1 lookup 100\n32766: from all lookup main\n32767: from all lookup default\n"
+    )
+
+
+def test_plan_present_is_idempotent_with_other_spellings():
+    rules = existing(rule_msg(100, 100, FRA_FWMARK=1, FRA_FWMASK=0xFFFFFFFF))
+    assert not ip_rule.plan(want(priority=100, fwmark="0x1", table="100"), rules, "present").changed
+    # without a priority any priority matches
+    assert not ip_rule.plan(want(fwmark=1, table=100), rules, "present").changed
+    # another priority is another rule
+    assert ip_rule.plan(want(priority=200, fwmark=1, table=100), rules, "present").changed
+
+
+def test_plan_without_priority_shows_the_default_priority():
+    plan = ip_rule.plan(want(fwmark=1, table=100), existing(), "present")
+    assert "32000: from all fwmark 0x1 lookup 100" in plan.after
+
+
+def test_plan_absent_removes_only_exact_matches():
+    rules = existing(
+        rule_msg(100, 100, FRA_FWMARK=1, FRA_FWMASK=0xFFFFFFFF),
+        rule_msg(100, 100, FRA_FWMARK=1, FRA_FWMASK=0xFFFFFFFF, FRA_IIFNAME="eth0"),
+        rule_msg(101, 100, FRA_FWMARK=1, FRA_FWMASK=0xFF),
+    )
+    plan = ip_rule.plan(want(priority=100, fwmark=1, table=100, state="absent"), rules, "absent")
+    assert [r.render() for r in plan.to_remove] == ["100: from all fwmark 0x1 lookup 100"]
+
+
+def test_plan_absent_never_touches_kernel_defaults_unless_named_by_priority():
+    rules = existing()
+    assert not ip_rule.plan(want(table="main"), rules, "absent").changed
+    assert not ip_rule.plan(want(table="local"), rules, "absent").changed
+    plan = ip_rule.plan(want(priority=32767, table="default"), rules, "absent")
+    assert [r.priority for r in plan.to_remove] == [32767]
+
+
+def test_plan_absent_of_missing_rule_is_unchanged():
+    assert not ip_rule.plan(want(priority=100, fwmark=1, table=100), existing(), "absent").changed
+
+
+# --- netlink arguments, ensure and rollback ----------------------------------------------------
+
+def test_netlink_args():
+    args = want(priority=5, fwmark=1, table=1000, iif="eth0", **{"from": "10.0.0.0/8"}).netlink_args()
+    assert args == {"family": socket.AF_INET, "action": 1, "table": 1000, "priority": 5, "src": "10.0.0.0", "src_len": 8,
+                    "fwmark": 1, "fwmask": 0xFFFFFFFF, "iifname": "eth0"}
+    assert want(fwmark=1, table=100).netlink_args()["priority"] == ip_rule.DEFAULT_PRIORITY
+    assert "table" not in want(action="prohibit").netlink_args()
+
+
+def test_ensure_check_mode_touches_nothing():
+    ipr = FakeIPRoute(rules=DEFAULTS)
+    result = ip_rule.ensure(ipr, {"priority": 100, "fwmark": 1, "table": 100}, check_mode=True)
+    assert result["changed"] and result["added"][0]["fwmark"] == 1
+    assert ipr.calls == []
+
+
+def test_ensure_refuses_unknown_devices_before_any_change():
+    ipr = FakeIPRoute(rules=DEFAULTS)
+    with pytest.raises(ValidationError, match="unknown interface 'eth9'"):
+        ip_rule.ensure(ipr, {"priority": 100, "iif": "eth9", "table": 100})
+    assert ipr.calls == []
+
+
+def test_removal_failure_rolls_back_earlier_removals():
+    dup = rule_msg(100, 100, FRA_FWMARK=1, FRA_FWMASK=0xFFFFFFFF)
+    ipr = FakeIPRoute(rules=DEFAULTS + [dup, dup], fail_on=(("rule", "del"), 2))
+    with pytest.raises(ApplyError) as info:
+        ip_rule.ensure(ipr, {"priority": 100, "fwmark": 1, "table": 100, "state": "absent"})
+    assert info.value.rolled_back
+    assert [c[1] for c in ipr.calls] == ["del", "add"]
