@@ -1,0 +1,163 @@
+# -*- coding: utf-8 -*-
+# Copyright: netops maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Address and subnet helpers for the collection's roles.
+
+The roles have to find interfaces from addresses (container and cloud interface names are not
+stable), check that a gateway is on a directly connected subnet and that the client-facing and
+private networks do not overlap. Jinja has no bitwise arithmetic and ansible.utils.ipaddr needs
+netaddr on the controller, so these few filters use Python's ``ipaddress`` instead.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+name: network
+short_description: Address and subnet helpers used by the netops.ip_transparency roles
+description:
+  - C(ip_version) - 4 or 6 for an address, 0 when the value is not an address.
+  - C(network_version) - 4 or 6 for a prefix (host bits allowed), 0 when not a prefix.
+  - C(connected_addresses) - the addresses configured on the host, from gathered facts, as a list of
+    dicts with C(interface), C(address), C(prefix), C(network), C(version).
+  - C(connected_interface) - the interface whose connected subnet holds an address, C('') if none.
+  - C(in_networks) - whether an address lies in any of a list of prefixes.
+  - C(overlapping_networks) - the pairs (as strings) of two prefix lists that overlap.
+author: netops maintainers
+"""
+
+import ipaddress
+
+from ansible.module_utils.six import string_types
+
+
+def _addr(value):
+    try:
+        return ipaddress.ip_address(str(value).strip())
+    except ValueError:
+        return None
+
+
+def _net(value):
+    try:
+        return ipaddress.ip_network(str(value).strip(), strict=False)
+    except ValueError:
+        return None
+
+
+def ip_version(value):
+    addr = _addr(value)
+    return addr.version if addr else 0
+
+
+def network_version(value):
+    net = _net(value)
+    return net.version if net else 0
+
+
+def _interface_facts(facts):
+    """Yield the per-interface fact dicts (keyed by a mangled name, found by their 'device')."""
+    for value in (facts or {}).values():
+        if isinstance(value, dict) and isinstance(value.get("device"), string_types) and (
+            "ipv4" in value or "ipv6" in value or "type" in value
+        ):
+            yield value
+
+
+def connected_addresses(facts):
+    result = []
+    for iface in _interface_facts(facts):
+        name = iface["device"]
+        entries = []
+        if isinstance(iface.get("ipv4"), dict):
+            entries.append(iface["ipv4"])
+        entries.extend(e for e in iface.get("ipv4_secondaries") or [] if isinstance(e, dict))
+        entries.extend(e for e in iface.get("ipv6") or [] if isinstance(e, dict))
+        for entry in entries:
+            address = entry.get("address")
+            if not address:
+                continue
+            if "netmask" in entry:
+                iface_net = ipaddress.ip_interface(u"%s/%s" % (address, entry["netmask"]))
+            elif "prefix" in entry:
+                iface_net = ipaddress.ip_interface(u"%s/%s" % (address, entry["prefix"]))
+            else:
+                continue
+            if iface_net.is_loopback:
+                continue
+            result.append(
+                {
+                    "interface": name,
+                    "address": str(iface_net.ip),
+                    "prefix": iface_net.network.prefixlen,
+                    "network": str(iface_net.network),
+                    "version": iface_net.version,
+                    "link_local": iface_net.ip.is_link_local,
+                }
+            )
+    return sorted(result, key=lambda e: (e["interface"], e["version"], e["address"]))
+
+
+def _connected(facts_or_list):
+    if isinstance(facts_or_list, dict):
+        return connected_addresses(facts_or_list)
+    return list(facts_or_list or [])
+
+
+def connected_interface(address, facts_or_list):
+    """The interface whose connected (non link-local) subnet holds ``address``; the longest prefix wins."""
+    addr = _addr(address)
+    if addr is None:
+        return ""
+    best = None
+    for entry in _connected(facts_or_list):
+        if entry.get("link_local"):
+            continue
+        net = _net(entry["network"])
+        if net is not None and net.version == addr.version and addr in net:
+            if best is None or net.prefixlen > best[0]:
+                best = (net.prefixlen, entry["interface"])
+    return best[1] if best else ""
+
+
+def in_networks(address, networks):
+    addr = _addr(address)
+    if addr is None:
+        return False
+    if isinstance(networks, string_types):
+        networks = [networks]
+    for network in networks or []:
+        net = _net(network)
+        if net is not None and net.version == addr.version and addr in net:
+            return True
+    return False
+
+
+def overlapping_networks(networks_a, networks_b):
+    if isinstance(networks_a, string_types):
+        networks_a = [networks_a]
+    if isinstance(networks_b, string_types):
+        networks_b = [networks_b]
+    pairs = []
+    for a in networks_a or []:
+        net_a = _net(a)
+        for b in networks_b or []:
+            net_b = _net(b)
+            if net_a is None or net_b is None or net_a.version != net_b.version:
+                continue
+            if net_a.overlaps(net_b):
+                pairs.append("%s overlaps %s" % (net_a, net_b))
+    return pairs
+
+
+class FilterModule(object):
+    def filters(self):
+        return {
+            "ip_version": ip_version,
+            "network_version": network_version,
+            "connected_addresses": connected_addresses,
+            "connected_interface": connected_interface,
+            "in_networks": in_networks,
+            "overlapping_networks": overlapping_networks,
+        }
