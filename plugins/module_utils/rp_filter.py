@@ -38,8 +38,9 @@ SPECIAL = ("all", "default")
 
 HEADER = (
     "# Managed by netops.ip_transparency.rp_filter: reverse-path filtering (0 off, 1 strict, 2 loose).\n"
-    "# The '# netops-original:' lines record each key's value before the module first changed it\n"
-    "# and the interfaces it was changed for; state=absent restores them. Do not edit by hand.\n"
+    "# The '# netops-original:' lines record each key's value before the module first changed it and\n"
+    "# what still needs the change ('@all': raised while all is lowered); state=absent restores them.\n"
+    "# Do not edit by hand.\n"
 )
 RECORD_PREFIX = "# netops-original:"
 VIA_ALL = "@all"  # owner of keys raised while all was lowered: they are restored together with all
