@@ -1,0 +1,268 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: netops maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: tc_nat_filter
+short_description: Stateless source NAT of upstream replies on one device (tc nat action or nftables netdev egress)
+version_added: "0.1.0"
+description:
+  - Owns the stateless rewrite that Direct Server Return needs (methods 2a router NAT and 2b origin NAT of the
+    NGINX DSR article) on one device. Each rule matches packets leaving O(device) from an upstream address or
+    prefix (O(rules[].src)), with a protocol and a source port, and rewrites their source address to
+    O(rules[].nat_to). Checksums are fixed by the kernel.
+  - The rules are the complete set of the device; with O(state=present) rules that are there but not listed are
+    removed. Rules that differ only in O(rules[].src) and are contiguous collapse into prefixes
+    (C(172.16.0.8/30) and C(172.16.0.12/30) become C(172.16.0.8/29)); a source rewritten to two different
+    addresses is refused.
+  - Backend V(tc), as in the article (C(tc ... u32 match ip src X match ip sport 53 action nat egress X VIP)),
+    over netlink. A root C(htb) qdisc with handle C(d5:) and default class C(d5d5) (the module's marker) replaces
+    the kernel's default root qdisc; a u32 filter at prio 1 hashes the last octet of the source address into a
+    256-bucket hash table C(d5:), where each upstream address has one filter with a C(nat) action ending in
+    C(continue). The per-packet cost is one hash lookup plus the upstreams sharing that bucket, not one test per
+    upstream. The C(nat) action rewrites C((new & mask) | (old host bits)), so a many-to-one rewrite takes one
+    filter per upstream address; a rule may cover at most 256 addresses with this backend. IPv4 only.
+  - A root qdisc the module did not create is never replaced or deleted. With O(foreign_qdisc=fail) the module
+    fails; with O(foreign_qdisc=attach) and a classful qdisc (htb, prio, hfsc, drr, ets, qfq) the filters are added
+    to it at prio 1; as their actions end in C(continue) they do not change how that qdisc classifies.
+  - Backend V(nftables) does the same rewrite in a table C(netops_nat_<device>) of the C(netdev) family, on the
+    device's C(egress) hook, with one interval map lookup per packet (C(ip saddr . meta l4proto . th sport)); IPv4
+    and IPv6. The table is loaded atomically with C(nft -f -) and marked with a comment; a table of that name
+    without the mark is never replaced.
+  - Backend V(auto) uses V(tc) when the kernel has the C(nat) action (act_nat) and every rule fits it, else
+    V(nftables), and returns which in RV(backend). act_nat is detected from files only (C(/proc/modules), the
+    kernel config in C(/proc/config.gz) or C(/boot), C(modules.builtin) and C(modules.dep) of the running kernel,
+    C(/proc/kallsyms)): nothing is loaded or created to find out.
+  - Asking for V(tc) on a kernel without act_nat fails before any change, naming the missing feature and the
+    V(nftables) alternative. Bad input (not an address, a prefix with host bits set, an unknown device, a port
+    out of range, an IPv6 rule with V(tc)) fails before any change as well.
+  - Writing one backend removes what the module wrote with the other on the same device, so that packets are
+    never rewritten twice. If applying fails half-way, what was applied is undone and the module fails with
+    RV(rolled_back=true).
+author:
+  - netops maintainers
+requirements:
+  - pyroute2 >= 0.7.2
+  - for the V(tc) backend, a kernel with the tc C(nat) action (CONFIG_NET_ACT_NAT, act_nat) and htb and u32
+  - for the V(nftables) backend, the C(nft) command and a kernel with the netdev egress hook (5.16 or later)
+attributes:
+  check_mode:
+    support: full
+    description: Reads the device's state and reports the change and its diff without touching anything.
+  diff_mode:
+    support: full
+    description: Shows the module's objects before and after, C(tc)-like and C(nft)-like lines.
+options:
+  device:
+    description:
+      - The device whose outgoing packets are rewritten (the proxy's interface towards the clients for router NAT,
+        the upstream's own interface for origin NAT). It must exist.
+    type: str
+    required: true
+  backend:
+    description:
+      - How the rewrite is done. See the description.
+    type: str
+    choices: [auto, tc, nftables]
+    default: auto
+  rules:
+    description:
+      - The source-rewrite rules of the device.
+      - With O(state=absent), the rules to remove; without rules, everything the module created on the device.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      src:
+        description:
+          - The upstream address or prefix whose packets are rewritten, IPv4 or IPv6. An address means a host
+            prefix; host bits set in a prefix are refused.
+        type: str
+        required: true
+      protocol:
+        description:
+          - The transport protocol of the packets.
+        type: str
+        choices: [udp, tcp]
+        default: udp
+      sport:
+        description:
+          - The source port of the packets (the upstream's service port, V(53) for DNS), 1 to 65535.
+        type: int
+        required: true
+      nat_to:
+        description:
+          - The address the source is rewritten to (the load balancer's public address), of the same family as
+            O(rules[].src).
+        type: str
+        required: true
+  foreign_qdisc:
+    description:
+      - What the V(tc) backend does when the device's root qdisc was not created by the module (and is not the
+        kernel's default).
+      - V(fail) refuses; V(attach) adds the filters to it when it is classful (htb, prio, hfsc, drr, ets, qfq), never
+        deletes it and removes only its own filters.
+    type: str
+    choices: [fail, attach]
+    default: fail
+  state:
+    description:
+      - V(present) makes O(rules) the device's rules; V(absent) removes the listed rules, or all of the module's
+        objects on the device when O(rules) is empty (qdisc, filters, nftables table), restoring the device's
+        original behaviour.
+    type: str
+    choices: [present, absent]
+    default: present
+notes:
+  - The objects live in the network namespace the module runs in and do not survive a reboot; apply the module at
+    boot (or from a role) to restore them.
+  - Only one caller should manage a device; the module owns the whole rule set of that device.
+  - C(tc filter show dev DEVICE) shows the filters; act_nat prints as C(action order 1:  nat egress ...).
+    C(nft list table netdev netops_nat_DEVICE) shows the table.
+seealso:
+  - name: tc-nat(8)
+    description: The tc nat action.
+    link: https://man7.org/linux/man-pages/man8/tc-nat.8.html
+  - name: IP Transparency and Direct Server Return with NGINX and NGINX Plus as Transparent Proxy
+    description: The article whose methods 2a and 2b this module implements.
+    link: https://www.f5.com/company/blog/nginx/ip-transparency-direct-server-return-nginx-plus-transparent-proxy
+"""
+
+EXAMPLES = r"""
+- name: Router NAT on the proxy (method 2a) - rewrite the four DNS upstreams' replies to the VIP
+  netops.ip_transparency.tc_nat_filter:
+    device: eth0
+    rules:
+      - {src: 172.16.0.11, protocol: udp, sport: 53, nat_to: 192.168.99.10}
+      - {src: 172.16.0.12, protocol: udp, sport: 53, nat_to: 192.168.99.10}
+      - {src: 172.16.0.13, protocol: udp, sport: 53, nat_to: 192.168.99.10}
+      - {src: 172.16.0.14, protocol: udp, sport: 53, nat_to: 192.168.99.10}
+  register: nat
+
+- name: Show which backend was used
+  ansible.builtin.debug:
+    msg: "rewritten with {{ nat.backend }}: {{ nat.rules }}"
+
+- name: Origin NAT on one upstream (method 2b), the article's tc commands
+  netops.ip_transparency.tc_nat_filter:
+    device: eth0
+    backend: tc
+    rules:
+      - {src: 172.16.0.11, sport: 53, nat_to: 192.168.99.10}
+
+- name: A whole upstream network, IPv4 and IPv6, with nftables
+  netops.ip_transparency.tc_nat_filter:
+    device: eth1
+    backend: nftables
+    rules:
+      - {src: 172.16.0.0/28, sport: 53, nat_to: 192.168.99.10}
+      - {src: "2001:db8:16::/64", sport: 53, nat_to: "2001:db8:99::10"}
+
+- name: Remove everything the module set up on eth0
+  netops.ip_transparency.tc_nat_filter:
+    device: eth0
+    state: absent
+"""
+
+RETURN = r"""
+backend:
+  description:
+    - The backend written with (V(tc) or V(nftables)). With O(state=absent) and O(backend=auto), where the module's
+      rules were (V(tc), V(nftables), V(both) or V(none)).
+  returned: always
+  type: str
+  sample: nftables
+backend_reason:
+  description: Why that backend, for O(backend=auto) how act_nat was found or why it was not.
+  returned: always
+  type: str
+  sample: "kernel lacks act_nat (CONFIG_NET_ACT_NAT is not set in /proc/config.gz)"
+rules:
+  description: The device's rules after the run, normalised and collapsed.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"src": "172.16.0.11/32", "protocol": "udp", "sport": 53, "nat_to": "192.168.99.10"}]
+added:
+  description: The rules added (normalised, collapsed).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"src": "172.16.0.11/32", "protocol": "udp", "sport": 53, "nat_to": "192.168.99.10"}]
+removed:
+  description: The rules removed (normalised, collapsed).
+  returned: always
+  type: list
+  elements: dict
+  sample: []
+commands:
+  description: The changes made (or, in check mode, that would be made), as C(tc)/C(nft) commands.
+  returned: always
+  type: list
+  elements: str
+  sample: ["tc qdisc add dev eth0 root handle d5: htb default d5d5"]
+device:
+  description: The device.
+  returned: always
+  type: str
+  sample: eth0
+rolled_back:
+  description: When applying failed half-way, whether what had been applied was undone.
+  returned: failure
+  type: bool
+  sample: true
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.netops.ip_transparency.plugins.module_utils.common import (
+    HAS_PYROUTE2,
+    PYROUTE2_IMPORT_ERROR,
+    ApplyError,
+    NetopsError,
+)
+from ansible_collections.netops.ip_transparency.plugins.module_utils.tc_nat_filter import run
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            device=dict(type="str", required=True),
+            backend=dict(type="str", default="auto", choices=["auto", "tc", "nftables"]),
+            rules=dict(
+                type="list",
+                elements="dict",
+                default=[],
+                options=dict(
+                    src=dict(type="str", required=True),
+                    protocol=dict(type="str", default="udp", choices=["udp", "tcp"]),
+                    sport=dict(type="int", required=True),
+                    nat_to=dict(type="str", required=True),
+                ),
+            ),
+            foreign_qdisc=dict(type="str", default="fail", choices=["fail", "attach"]),
+            state=dict(type="str", default="present", choices=["present", "absent"]),
+        ),
+        supports_check_mode=True,
+    )
+    if not HAS_PYROUTE2:
+        module.fail_json(msg=missing_required_lib("pyroute2"), exception=PYROUTE2_IMPORT_ERROR)
+    try:
+        result = run(module.params, check_mode=module.check_mode)
+    except ApplyError as exc:
+        module.fail_json(msg=str(exc), rolled_back=exc.rolled_back)
+    except NetopsError as exc:
+        module.fail_json(msg=str(exc))
+    if not module._diff:
+        result.pop("diff")
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

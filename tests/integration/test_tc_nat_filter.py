@@ -1,0 +1,329 @@
+"""Real-kernel tests of tc_nat_filter: the nftables backend, backend choice and input errors.
+
+Two throwaway namespaces joined by a veth pair: ``up`` holds the upstreams (172.16.0.x and
+2001:db8:16::x on lo, the link 10.0.0.1/24 and fd00:5::1/64 on ``up0``), ``cl`` the client side
+(``cl0``: 10.0.0.2/24, fd00:5::2/64). The module runs in ``up`` on ``up0``; UDP datagrams are sent
+from an upstream address and port to the client, whose UDP socket reports the source it sees.
+Raw-socket datagrams carry a software checksum (no offload), so a receiver that gets them proves
+the rewrite fixed the UDP checksum; a control datagram with a wrong checksum shows that the
+receiver does drop bad ones.
+
+The tc backend's own namespace tests are in test_tc_nat_filter_tc.py (they need act_nat).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from ansible_collections.netops.ip_transparency.plugins.module_utils.tc_nat_filter import act_nat_support
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+COLLECTIONS = os.path.join(ROOT, ".collections")
+ACT_NAT, ACT_NAT_HOW = act_nat_support()
+
+VIP = "192.168.99.10"
+VIP6 = "2001:db8:99::10"
+
+RECEIVER = textwrap.dedent("""
+    import socket, sys
+    family = socket.AF_INET6 if sys.argv[1] == "6" else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    s.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", int(sys.argv[2])))
+    s.settimeout(float(sys.argv[3]))
+    print("ready", flush=True)
+    try:
+        while True:
+            data, addr = s.recvfrom(2048)
+            if data == b"end":  # sent last, from the link address: everything before it has arrived or is lost
+                break
+            print("%s %s %s" % (data.decode(), addr[0], addr[1]), flush=True)
+    except socket.timeout:
+        print("timeout", flush=True)
+""")
+
+SENDER = textwrap.dedent("""
+    import socket, struct, sys
+
+    def csum(data):
+        if len(data) % 2:
+            data += b"\\0"
+        total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+        while total >> 16:
+            total = (total & 0xFFFF) + (total >> 16)
+        return ~total & 0xFFFF
+
+    for item in sys.argv[1:]:
+        mode, src, sport, dst, dport, tag = item.split(",")
+        sport, dport, payload = int(sport), int(dport), tag.encode()
+        family = socket.AF_INET6 if ":" in src else socket.AF_INET
+        if mode == "sock":
+            s = socket.socket(family, socket.SOCK_DGRAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((src, sport))
+            s.sendto(payload, (dst, dport))
+        else:  # raw: a UDP header with a checksum computed here, in software
+            length = 8 + len(payload)
+            if family == socket.AF_INET:
+                pseudo = socket.inet_pton(family, src) + socket.inet_pton(family, dst) + struct.pack("!BBH", 0, 17, length)
+            else:
+                pseudo = socket.inet_pton(family, src) + socket.inet_pton(family, dst) + struct.pack("!I3xB", length, 17)
+            check = csum(pseudo + struct.pack("!HHHH", sport, dport, length, 0) + payload) or 0xFFFF
+            if mode == "rawbad":
+                check ^= 0x5A5A
+            s = socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_UDP)
+            s.bind((src, 0))
+            s.sendto(struct.pack("!HHHH", sport, dport, length, check) + payload, (dst, 0))
+        s.close()
+""")
+
+
+def ns_python(ns, code, *args, **kwargs):
+    cmd = ["ip", "netns", "exec", ns, sys.executable, "-c", code] + [str(a) for a in args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=COLLECTIONS), **kwargs)
+
+
+class Pair(object):
+    """The two namespaces of a test and the means to send datagrams across."""
+
+    def __init__(self, netns, sh):
+        self.up = netns()
+        self.cl = netns()
+        self.sh = sh
+        sh(self.up, "ip link add up0 type veth peer name cl0 && ip link set cl0 netns %s" % self.cl)
+        sh(self.up, "ip addr add 10.0.0.1/24 dev up0 && ip -6 addr add fd00:5::1/64 dev up0 nodad && ip link set up0 up")
+        for address in ("172.16.0.11", "172.16.0.12", "172.16.1.11"):
+            sh(self.up, "ip addr add %s/32 dev lo" % address)
+        sh(self.up, "ip -6 addr add 2001:db8:16::11/128 dev lo")
+        sh(self.cl, "ip addr add 10.0.0.2/24 dev cl0 && ip -6 addr add fd00:5::2/64 dev cl0 nodad && ip link set cl0 up")
+        # replies to the rewritten sources are not needed; accept them whatever rp_filter says
+        sh(self.cl, "sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.cl0.rp_filter=0")
+
+    def exchange(self, datagrams, version=4, port=5353, timeout=60):
+        """Send (mode, src, sport, tag) datagrams from ``up`` to the client; returns {tag: "src sport"} as received.
+
+        An ``end`` datagram from the link address closes the exchange (``timeout`` is only a safety net).
+        """
+        dst = "10.0.0.2" if version == 4 else "fd00:5::2"
+        datagrams = list(datagrams) + [("sock", "10.0.0.1" if version == 4 else "fd00:5::1", 9, "end")]
+        receiver = subprocess.Popen(
+            ["ip", "netns", "exec", self.cl, sys.executable, "-c", RECEIVER, str(version), str(port), str(timeout)],
+            stdout=subprocess.PIPE, text=True)
+        try:
+            assert receiver.stdout.readline().strip() == "ready"
+            items = ["%s,%s,%d,%s,%d,%s" % (mode, src, sport, dst, port, tag) for mode, src, sport, tag in datagrams]
+            sent = ns_python(self.up, SENDER, *items)
+            assert sent.returncode == 0, sent.stderr
+            out, _ = receiver.communicate(timeout=timeout + 30)
+        finally:
+            if receiver.poll() is None:
+                receiver.kill()
+        seen = {}
+        assert "timeout" not in out, "the end datagram never came: %s" % out
+        for line in out.splitlines():
+            tag, src, sport = line.split()
+            seen[tag] = "%s %s" % (src, sport)
+        return seen
+
+
+@pytest.fixture
+def pair(netns, sh):
+    return Pair(netns, sh)
+
+
+def nft_tables(sh, ns):
+    return sh(ns, "nft list tables netdev", check=False).split()
+
+
+RULES = [
+    {"src": "172.16.0.8/30", "protocol": "udp", "sport": 53, "nat_to": VIP},
+    {"src": "172.16.0.12/30", "protocol": "udp", "sport": 53, "nat_to": VIP},
+    {"src": "172.16.1.11", "protocol": "udp", "sport": 53, "nat_to": "192.168.99.20"},
+    {"src": "2001:db8:16::/64", "sport": 53, "nat_to": VIP6},
+]
+
+DATAGRAMS = [
+    ("sock", "172.16.0.11", 53, "a"),  # in the collapsed /29
+    ("raw", "172.16.0.12", 53, "b"),  # software checksum
+    ("raw", "172.16.1.11", 53, "c"),  # its own target
+    ("sock", "172.16.0.11", 54, "d"),  # another port: untouched
+    ("rawbad", "172.16.0.11", 53, "e"),  # a wrong checksum stays wrong: dropped
+]
+
+
+def test_nftables_rewrites_sources_idempotently_and_absent_restores(pair, run_module, sh):
+    before = pair.exchange(DATAGRAMS)
+    assert before == {"a": "172.16.0.11 53", "b": "172.16.0.12 53", "c": "172.16.1.11 53", "d": "172.16.0.11 54"}
+
+    args = {"device": "up0", "backend": "nftables", "rules": RULES}
+    checked = run_module(pair.up, "tc_nat_filter", args, check=True)
+    assert checked["changed"] is True and checked["rc"] == 0, checked
+    assert nft_tables(sh, pair.up) == [], "check mode must not create anything"
+    assert pair.exchange(DATAGRAMS[:1]) == {"a": "172.16.0.11 53"}
+
+    first = run_module(pair.up, "tc_nat_filter", args)
+    assert first["changed"] is True and first["backend"] == "nftables", first
+    assert first["diff"] == checked["diff"]
+    # 172.16.0.8/30 + 172.16.0.12/30 collapse into one element
+    assert {"src": "172.16.0.8/29", "protocol": "udp", "sport": 53, "nat_to": VIP} in first["rules"]
+    assert len(first["rules"]) == 3
+    assert "element netdev netops_nat_up0 snat4 { 172.16.0.8/29 . udp . 53 : 192.168.99.10 }" in first["diff"]["after"]
+
+    after = pair.exchange(DATAGRAMS)
+    assert after == {"a": "%s 53" % VIP, "b": "%s 53" % VIP, "c": "192.168.99.20 53", "d": "172.16.0.11 54"}
+    assert pair.exchange([("raw", "2001:db8:16::11", 53, "v6")], version=6) == {"v6": "%s 53" % VIP6}
+
+    again = run_module(pair.up, "tc_nat_filter", args)
+    assert again["changed"] is False, again
+    assert again["diff"]["before"] == again["diff"]["after"] == first["diff"]["after"]
+    assert again["added"] == again["removed"] == []
+
+    # the same rules spelled otherwise are the same rules
+    spelled = run_module(pair.up, "tc_nat_filter", dict(args, rules=[
+        {"src": "172.16.0.8/29", "sport": "53", "nat_to": VIP},
+        {"src": "172.16.1.11/32", "sport": 53, "nat_to": "192.168.99.20"},
+        {"src": "2001:db8:16:0::/64", "sport": 53, "nat_to": "2001:db8:99:0::10"},
+    ]))
+    assert spelled["changed"] is False, spelled
+
+    gone = run_module(pair.up, "tc_nat_filter", {"device": "up0", "backend": "nftables", "state": "absent"})
+    assert gone["changed"] is True and len(gone["removed"]) == 3, gone
+    assert nft_tables(sh, pair.up) == []
+    assert pair.exchange(DATAGRAMS) == before
+    assert run_module(pair.up, "tc_nat_filter", {"device": "up0", "state": "absent"})["changed"] is False
+
+
+def test_nftables_update_and_partial_absent(pair, run_module, sh):
+    args = {"device": "up0", "backend": "nftables", "rules": RULES[:2]}
+    run_module(pair.up, "tc_nat_filter", args)
+    changed = run_module(pair.up, "tc_nat_filter", dict(args, rules=[{"src": "172.16.0.11", "sport": 53, "nat_to": "192.168.99.30"}]))
+    assert changed["changed"] is True
+    assert changed["removed"] == [{"src": "172.16.0.8/29", "protocol": "udp", "sport": 53, "nat_to": VIP}]
+    assert changed["added"] == [{"src": "172.16.0.11/32", "protocol": "udp", "sport": 53, "nat_to": "192.168.99.30"}]
+    assert pair.exchange([("sock", "172.16.0.11", 53, "a"), ("sock", "172.16.0.12", 53, "b")]) == {
+        "a": "192.168.99.30 53", "b": "172.16.0.12 53"}
+
+    # absent with rules removes those (address-wise), keeps the rest
+    run_module(pair.up, "tc_nat_filter", dict(args, rules=RULES[:2]))
+    part = run_module(pair.up, "tc_nat_filter", dict(args, state="absent", rules=[{"src": "172.16.0.12", "sport": 53, "nat_to": VIP}]))
+    assert part["changed"] is True
+    assert [r["src"] for r in part["rules"]] == ["172.16.0.8/30", "172.16.0.13/32", "172.16.0.14/31"]
+    assert pair.exchange([("sock", "172.16.0.11", 53, "a"), ("sock", "172.16.0.12", 53, "b")]) == {
+        "a": "%s 53" % VIP, "b": "172.16.0.12 53"}
+
+
+def test_foreign_table_of_the_same_name_is_never_replaced(pair, run_module, sh):
+    sh(pair.up, "nft add table netdev netops_nat_up0 && nft add chain netdev netops_nat_up0 mine")
+    result = run_module(pair.up, "tc_nat_filter", {"device": "up0", "backend": "nftables", "rules": RULES[:1]})
+    assert result["failed"] and "not created by tc_nat_filter" in result["msg"], result
+    assert run_module(pair.up, "tc_nat_filter", {"device": "up0", "state": "absent"})["changed"] is False
+    assert "chain mine" in sh(pair.up, "nft list table netdev netops_nat_up0")
+
+
+def test_tables_per_device_coexist(pair, run_module, sh):
+    sh(pair.up, "ip link add dev.7 type veth peer name dev7p && ip link set dev.7 up")
+    run_module(pair.up, "tc_nat_filter", {"device": "up0", "backend": "nftables", "rules": RULES[:1]})
+    other = run_module(pair.up, "tc_nat_filter", {"device": "dev.7", "backend": "nftables", "rules": RULES[2:3]})
+    assert other["changed"] is True, other
+    assert sorted(nft_tables(sh, pair.up)) == ["netdev", "netdev", "netops_nat_dev_2e7", "netops_nat_up0", "table", "table"]
+    assert run_module(pair.up, "tc_nat_filter", {"device": "up0", "backend": "nftables", "rules": RULES[:1]})["changed"] is False
+    run_module(pair.up, "tc_nat_filter", {"device": "dev.7", "state": "absent"})
+    assert "netops_nat_up0" in nft_tables(sh, pair.up)
+
+
+@pytest.mark.parametrize("rules, device, message", [
+    ([{"src": "not-an-address", "sport": 53, "nat_to": VIP}], "up0", "not an IPv4 or IPv6 address or prefix"),
+    ([{"src": "172.16.0.1/24", "sport": 53, "nat_to": VIP}], "up0", "host bits set"),
+    ([{"src": "172.16.0.11", "sport": 53, "nat_to": "172.16.0.0/24"}], "up0", "not an IPv4 or IPv6 address"),
+    ([{"src": "172.16.0.11", "sport": 70000, "nat_to": VIP}], "up0", "out of range 1-65535"),
+    ([{"src": "172.16.0.11", "sport": 0, "nat_to": VIP}], "up0", "out of range 1-65535"),
+    ([{"src": "172.16.0.11", "sport": 53, "nat_to": VIP6}], "up0", "mix IPv4 and IPv6"),
+    ([{"src": "172.16.0.11", "sport": 53, "nat_to": VIP}, {"src": "172.16.0.8/29", "sport": 53, "nat_to": "10.1.1.1"}], "up0", "rules conflict"),
+    ([{"src": "172.16.0.11", "sport": 53, "nat_to": VIP}], "nosuchdev0", "unknown interface 'nosuchdev0'"),
+])
+@pytest.mark.parametrize("backend", ["auto", "nftables", "tc"])
+def test_bad_input_fails_before_any_change(pair, run_module, sh, rules, device, message, backend):
+    result = run_module(pair.up, "tc_nat_filter", {"device": device, "backend": backend, "rules": rules})
+    assert result.get("failed") and message in result["msg"], result
+    assert nft_tables(sh, pair.up) == []
+    assert "noqueue" in sh(pair.up, "tc qdisc show dev up0")
+
+
+def test_ipv6_rule_with_the_tc_backend_is_refused(pair, run_module, sh):
+    result = run_module(pair.up, "tc_nat_filter", {"device": "up0", "backend": "tc", "rules": RULES[3:]})
+    assert result.get("failed") and "IPv4-only" in result["msg"] and "nftables" in result["msg"], result
+    assert "noqueue" in sh(pair.up, "tc qdisc show dev up0")
+
+
+def test_auto_uses_tc_only_where_the_kernel_has_act_nat(pair, run_module):
+    result = run_module(pair.up, "tc_nat_filter", {"device": "up0", "rules": RULES[:1]}, check=True)
+    assert result["backend"] == ("tc" if ACT_NAT else "nftables"), result
+    assert ACT_NAT_HOW in result["backend_reason"]
+    # an IPv6 rule takes auto to nftables whatever the kernel
+    assert run_module(pair.up, "tc_nat_filter", {"device": "up0", "rules": RULES}, check=True)["backend"] == "nftables"
+
+
+@pytest.mark.skipif(ACT_NAT, reason="this kernel has act_nat (%s): tc works here" % ACT_NAT_HOW)
+def test_tc_without_act_nat_fails_before_any_change(pair, run_module, sh):
+    result = run_module(pair.up, "tc_nat_filter", {"device": "up0", "backend": "tc", "rules": RULES[:1]})
+    assert result.get("failed"), result
+    assert "act_nat" in result["msg"] and "CONFIG_NET_ACT_NAT" in result["msg"] and "backend: nftables" in result["msg"]
+    assert "noqueue" in sh(pair.up, "tc qdisc show dev up0")
+    assert sh(pair.up, "tc filter show dev up0") == ""
+
+
+ROLLBACK = textwrap.dedent("""
+    import json
+    from ansible_collections.netops.ip_transparency.plugins.module_utils import tc_nat_filter
+    from ansible_collections.netops.ip_transparency.plugins.module_utils.common import ApplyError
+    params = {"device": "up0", "backend": "tc", "state": "present",
+              "rules": [{"src": "172.16.0.11", "sport": 53, "nat_to": "192.168.99.10"}]}
+    try:
+        tc_nat_filter.run(params, detect=lambda: (True, "pretended"))
+        print(json.dumps({"applied": True}))
+    except ApplyError as exc:
+        print(json.dumps({"msg": str(exc), "rolled_back": exc.rolled_back}))
+""")
+
+
+@pytest.mark.skipif(ACT_NAT, reason="needs a kernel that refuses act_nat (%s) to fail half-way" % ACT_NAT_HOW)
+def test_tc_half_applied_change_is_rolled_back(pair, run_module, sh):
+    """Pretend act_nat is there: qdisc, hash table and link go in, the first nat filter is refused, all is undone."""
+    proc = ns_python(pair.up, ROLLBACK)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["rolled_back"] is True, result
+    assert "tc filter add dev up0" in result["msg"] and "act_nat" in result["msg"] and "undone" in result["msg"]
+    assert "noqueue" in sh(pair.up, "tc qdisc show dev up0")
+    assert sh(pair.up, "tc filter show dev up0") == ""
+
+
+FOREIGN = textwrap.dedent("""
+    import json, sys
+    from ansible_collections.netops.ip_transparency.plugins.module_utils import tc_nat_filter
+    from ansible_collections.netops.ip_transparency.plugins.module_utils.common import NetopsError
+    params = {"device": "up0", "backend": "tc", "state": sys.argv[1], "foreign_qdisc": sys.argv[2],
+              "rules": [{"src": "172.16.0.11", "sport": 53, "nat_to": "192.168.99.10"}]}
+    try:
+        result = tc_nat_filter.run(params, check_mode=True, detect=lambda: (True, "pretended"))
+        print(json.dumps({"changed": result["changed"], "commands": result["commands"]}))
+    except NetopsError as exc:
+        print(json.dumps({"msg": str(exc)}))
+""")
+
+
+def test_tc_never_replaces_a_foreign_root_qdisc(pair, sh):
+    """Planning alone (check mode, act_nat pretended): a foreign root qdisc is refused, or attached to when allowed."""
+    sh(pair.up, "tc qdisc add dev up0 root handle 1: htb default 10")
+    refused = json.loads(ns_python(pair.up, FOREIGN, "present", "fail").stdout)
+    assert "root qdisc htb 1:" in refused["msg"] and "foreign_qdisc: attach" in refused["msg"], refused
+    attached = json.loads(ns_python(pair.up, FOREIGN, "present", "attach").stdout)
+    assert attached["changed"] and all("parent 1:" in c for c in attached["commands"]), attached
+    assert not any("qdisc" in c.split(" u32")[0] and "tc qdisc" in c for c in attached["commands"])
+    sh(pair.up, "tc qdisc del dev up0 root && tc qdisc add dev up0 root handle 1: pfifo")
+    refused = json.loads(ns_python(pair.up, FOREIGN, "present", "attach").stdout)
+    assert "root qdisc pfifo 1:" in refused["msg"], refused
+    assert "qdisc pfifo 1: root" in sh(pair.up, "tc qdisc show dev up0")
