@@ -15,6 +15,8 @@ def ns(netns, sh):
              " && ip addr add 172.16.0.2/24 dev v0 && ip addr add 10.0.2.15/24 dev v0.100"
              " && ip -6 addr add 2001:db8::2/64 dev v0 nodad"
              " && ip route add default via 10.0.2.2 && ip route add default via 10.0.2.3 metric 50")
+    # the IPv6 address's local route appears once the veth has carrier (asynchronously): wait for it
+    sh(name, "for i in $(seq 100); do ip -6 route show table local | grep -q '^local 2001:db8::2 ' && exit 0; sleep 0.05; done; exit 1")
     return name
 
 
