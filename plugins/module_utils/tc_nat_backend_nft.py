@@ -66,7 +66,8 @@ def comment(device):
 
 
 def element_text(rule):
-    return "%s . %s . %d : %s" % (rule.src if rule.src.prefixlen < rule.src.max_prefixlen else rule.src.network_address, rule.protocol, rule.sport, rule.nat_to)
+    src = rule.src if rule.src.prefixlen < rule.src.max_prefixlen else rule.src.network_address
+    return "%s . %s . %d : %s" % (src, rule.protocol, rule.sport, rule.nat_to)
 
 
 def rule_text(version):
@@ -199,7 +200,7 @@ class NftBackend(object):
         self.nft = nft or shutil.which("nft") or shutil.which("nft", path="/usr/sbin:/sbin:/usr/local/sbin")
 
     def _run(self, args, stdin=None):
-        proc = subprocess.run([self.nft] + list(args), input=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+        proc = subprocess.run([self.nft] + list(args), input=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, check=False)
         return proc.returncode, proc.stdout, proc.stderr
 
     def read(self, required=False):
@@ -247,7 +248,8 @@ class NftBackend(object):
             if data is None:
                 state.problems.append("map %s missing" % name)
                 continue
-            if data.get("type") != [ADDR_TYPE[version], "inet_proto", "inet_service"] or data.get("map") != ADDR_TYPE[version] or "interval" not in (data.get("flags") or []):
+            wanted_type = [ADDR_TYPE[version], "inet_proto", "inet_service"]
+            if data.get("type") != wanted_type or data.get("map") != ADDR_TYPE[version] or "interval" not in (data.get("flags") or []):
                 state.problems.append("map %s has another type" % name)
             found.extend(parse_elements(data.get("elem")))
         if maps or other:

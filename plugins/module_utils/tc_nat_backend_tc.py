@@ -352,7 +352,8 @@ def leaf_from_filter(entry):
 def render_leaf(parent, src, protocol, sport, nat_to, control="continue"):
     return (
         "filter parent %s protocol ip prio %d u32 ht %s%x: match ip src %s/32 match ip protocol %d 0xff match ip sport %d 0xffff "
-        "action nat egress %s/32 %s %s" % (fmt_qdisc(parent), OWN_PRIO, fmt_htid(OWN_HTID), bucket_of(src), src, IPPROTO[protocol], sport, src, nat_to, control)
+        "action nat egress %s/32 %s %s"
+        % (fmt_qdisc(parent), OWN_PRIO, fmt_htid(OWN_HTID), bucket_of(src), src, IPPROTO[protocol], sport, src, nat_to, control)
     )
 
 
@@ -643,8 +644,11 @@ class TcBackend(object):
             self.device, fmt_qdisc(parent), OWN_PRIO, fmt_handle(handle), render_leaf(parent, src, protocol, sport, nat_to).split(" u32", 1)[1])
         return Step(line, lambda: self._add_leaf(parent, handle, src, protocol, sport, nat_to), lambda: self._gone_ok(self._del_handle, parent, handle))
 
+    def _del_line(self, parent, handle):
+        return "tc filter del dev %s parent %s protocol ip prio %d handle %s u32" % (self.device, fmt_qdisc(parent), OWN_PRIO, handle)
+
     def _leaf_removal(self, parent, leaf):
-        line = "tc filter del dev %s parent %s protocol ip prio %d handle %s u32" % (self.device, fmt_qdisc(parent), OWN_PRIO, fmt_handle(leaf.handle))
+        line = self._del_line(parent, fmt_handle(leaf.handle))
         return Step(line, lambda: self._del_handle(parent, leaf.handle),
                     lambda: self._add_leaf(parent, leaf.handle, leaf.src, leaf.protocol, leaf.sport, leaf.nat_to, leaf.control))
 
@@ -665,11 +669,9 @@ class TcBackend(object):
                     steps.append(self._leaf_removal(parent, leaf))
                 if state.link_handle is not None:
                     handle = state.link_handle
-                    steps.append(Step("tc filter del dev %s parent %s protocol ip prio %d handle %s u32" % (self.device, fmt_qdisc(parent), OWN_PRIO, fmt_handle(handle)),
-                                      lambda: self._del_handle(parent, handle), lambda: self._add_link(parent)))
+                    steps.append(Step(self._del_line(parent, fmt_handle(handle)), lambda: self._del_handle(parent, handle), lambda: self._add_link(parent)))
                 if state.has_ht:
-                    steps.append(Step("tc filter del dev %s parent %s protocol ip prio %d handle %s u32" % (self.device, fmt_qdisc(parent), OWN_PRIO, fmt_htid(OWN_HTID)),
-                                      lambda: self._del_ht(parent), lambda: self._add_ht(parent)))
+                    steps.append(Step(self._del_line(parent, fmt_htid(OWN_HTID)), lambda: self._del_ht(parent), lambda: self._add_ht(parent)))
         if state.root_ours and not state.other_filters and not state.classes and not state.foreign_at_prio:
             steps.append(Step("tc qdisc del dev %s root handle %s htb" % (self.device, fmt_qdisc(OWN_QDISC)), self._del_qdisc, self._add_qdisc))
         return steps

@@ -26,7 +26,7 @@ description:
     the kernel's default root qdisc; a u32 filter at prio 1 hashes the last octet of the source address into a
     256-bucket hash table C(d5:), where each upstream address has one filter with a C(nat) action ending in
     C(continue). The per-packet cost is one hash lookup plus the upstreams sharing that bucket, not one test per
-    upstream. The C(nat) action rewrites C((new & mask) | (old host bits)), so a many-to-one rewrite takes one
+    upstream. The C(nat) action keeps the address bits outside its mask, so a many-to-one rewrite takes one
     filter per upstream address; a rule may cover at most 256 addresses with this backend. IPv4 only.
   - A root qdisc the module did not create is never replaced or deleted. With O(foreign_qdisc=fail) the module
     fails; with O(foreign_qdisc=attach) and a classful qdisc (htb, prio, hfsc, drr, ets, qfq) the filters are added
@@ -38,7 +38,7 @@ description:
   - Backend V(auto) uses V(tc) when the kernel has the C(nat) action (act_nat) and every rule fits it, else
     V(nftables), and returns which in RV(backend). act_nat is detected from files only (C(/proc/modules), the
     kernel config in C(/proc/config.gz) or C(/boot), C(modules.builtin) and C(modules.dep) of the running kernel,
-    C(/proc/kallsyms)): nothing is loaded or created to find out.
+    C(/proc/kallsyms)); nothing is loaded or created to find out.
   - Asking for V(tc) on a kernel without act_nat fails before any change, naming the missing feature and the
     V(nftables) alternative. Bad input (not an address, a prefix with host bits set, an unknown device, a port
     out of range, an IPv6 rule with V(tc)) fails before any change as well.
@@ -46,7 +46,7 @@ description:
     never rewritten twice. If applying fails half-way, what was applied is undone and the module fails with
     RV(rolled_back=true).
 author:
-  - netops maintainers
+  - netops maintainers (@netops)
 requirements:
   - pyroute2 >= 0.7.2
   - for the V(tc) backend, a kernel with the tc C(nat) action (CONFIG_NET_ACT_NAT, act_nat) and htb and u32
@@ -123,7 +123,12 @@ notes:
   - The objects live in the network namespace the module runs in and do not survive a reboot; apply the module at
     boot (or from a role) to restore them.
   - Only one caller should manage a device; the module owns the whole rule set of that device.
-  - C(tc filter show dev DEVICE) shows the filters; act_nat prints as C(action order 1:  nat egress ...).
+  - Stateless matching needs the ports, which only the first fragment of a fragmented IPv4 datagram carries; the
+    other fragments keep the upstream's source (with either backend, as with the article's commands). Keep the
+    replies below the path MTU (for DNS an EDNS buffer size such as 1232).
+  - The V(tc) backend matches the source port at a fixed offset (20), as C(match ip sport) does, so packets with IP
+    options are not rewritten.
+  - C(tc filter show dev DEVICE) shows the filters (their actions read C(nat egress OLD/32 NEW continue)), and
     C(nft list table netdev netops_nat_DEVICE) shows the table.
 seealso:
   - name: tc-nat(8)

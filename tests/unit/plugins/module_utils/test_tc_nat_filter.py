@@ -1,0 +1,452 @@
+"""Unit tests of tc_nat_filter's logic: rules, act_nat detection, backend choice, plans of both backends, rollback."""
+
+import gzip
+import ipaddress
+import json
+
+import pytest
+
+from ansible_collections.netops.ip_transparency.plugins.module_utils import tc_nat_backend_nft as nftb
+from ansible_collections.netops.ip_transparency.plugins.module_utils import tc_nat_backend_tc as tcb
+from ansible_collections.netops.ip_transparency.plugins.module_utils import tc_nat_filter as t
+from ansible_collections.netops.ip_transparency.plugins.module_utils.common import ApplyError, KernelFeatureError, ValidationError
+
+VIP = "192.168.99.10"
+
+
+def rules(*items):
+    return t.normalise_rules([dict(zip(("src", "sport", "nat_to", "protocol"), item)) for item in items])
+
+
+def rule(src, sport=53, nat_to=VIP, protocol="udp"):
+    return t.Rule(ipaddress.ip_network(src), protocol, sport, ipaddress.ip_address(nat_to))
+
+
+# --- rules ------------------------------------------------------------------------------------------
+
+def test_normalise_defaults_and_spellings():
+    assert t.normalise_rules([{"src": "172.16.0.11", "sport": "53", "nat_to": VIP}]) == [rule("172.16.0.11/32")]
+    assert t.normalise_rules([{"src": "2001:DB8::/64", "sport": 53, "nat_to": "2001:db8:0::1", "protocol": "TCP"}]) == [
+        rule("2001:db8::/64", nat_to="2001:db8::1", protocol="tcp")]
+    assert t.normalise_rules(None) == []
+    assert rule("172.16.0.11/32").as_dict() == {"src": "172.16.0.11/32", "protocol": "udp", "sport": 53, "nat_to": VIP}
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"src": "172.16.0.11", "nat_to": VIP}, r"rules\[0\].sport is required"),
+    ({"sport": 53, "nat_to": VIP}, r"rules\[0\].src is required"),
+    ({"src": "172.16.0.11", "sport": 53}, r"rules\[0\].nat_to is required"),
+    ({"src": "172.16.0.11", "sport": 53, "nat_to": VIP, "dport": 1}, "unknown key"),
+    ({"src": "172.16.0.11", "sport": True, "nat_to": VIP}, "not a port number"),
+    ({"src": "172.16.0.11", "sport": "dns", "nat_to": VIP}, "not a number"),
+    ({"src": "172.16.0.11", "sport": 65536, "nat_to": VIP}, "out of range 1-65535"),
+    ({"src": "172.16.0.11", "sport": 53, "nat_to": VIP, "protocol": "sctp"}, "not one of udp, tcp"),
+    ({"src": "172.16.0.1/24", "sport": 53, "nat_to": VIP}, "host bits set: write 172.16.0.0/24"),
+    ({"src": "172.16.0.300", "sport": 53, "nat_to": VIP}, "not an IPv4 or IPv6 address or prefix"),
+    ({"src": "172.16.0.11", "sport": 53, "nat_to": "192.168.99.0/24"}, "not an IPv4 or IPv6 address"),
+    ({"src": "172.16.0.11", "sport": 53, "nat_to": "2001:db8::1"}, "mix IPv4 and IPv6"),
+    ("172.16.0.11", "must be a dict"),
+])
+def test_normalise_refuses(raw, message):
+    with pytest.raises(ValidationError, match=message):
+        t.normalise_rules([raw])
+
+
+def test_contiguous_upstreams_collapse():
+    got = rules(("172.16.0.8/30", 53, VIP), ("172.16.0.12", 53, VIP), ("172.16.0.13", 53, VIP), ("172.16.0.14/31", 53, VIP))
+    assert got == [rule("172.16.0.8/29")]
+    # different port, protocol or target: no merge
+    got = rules(("172.16.0.8/30", 53, VIP), ("172.16.0.12/30", 54, VIP), ("172.16.0.16/30", 53, "192.168.99.11"),
+                ("172.16.0.20/30", 53, VIP, "tcp"))
+    assert len(got) == 4
+    # overlapping with the same target: the larger prefix wins
+    assert rules(("172.16.0.0/28", 53, VIP), ("172.16.0.11", 53, VIP)) == [rule("172.16.0.0/28")]
+
+
+def test_conflicting_rewrites_are_refused():
+    with pytest.raises(ValidationError, match="rules conflict: udp sport 53 from 172.16.0.11/32"):
+        rules(("172.16.0.0/28", 53, VIP), ("172.16.0.11", 53, "192.168.99.20"))
+    # the same sources on another port or protocol do not conflict
+    assert len(rules(("172.16.0.0/28", 53, VIP), ("172.16.0.11", 53, "192.168.99.20", "tcp"))) == 2
+
+
+def test_subtract_address_wise():
+    have = [rule("172.16.0.8/29"), rule("172.16.0.11/32", 54)]
+    assert t.subtract(have, [rule("172.16.0.12/32")]) == [rule("172.16.0.8/30"), rule("172.16.0.13/32"), rule("172.16.0.14/31"), rule("172.16.0.11/32", 54)]
+    assert t.subtract(have, [rule("172.16.0.0/24")]) == [rule("172.16.0.11/32", 54)]
+    assert t.subtract(have, [rule("172.16.0.8/29", nat_to="10.0.0.1")]) == have  # another target: not that rule
+    assert t.subtract(have, []) == have
+
+
+def test_tc_unsupported():
+    assert t.tc_unsupported([rule("172.16.0.0/24")]) is None
+    assert "IPv4-only" in t.tc_unsupported([rule("2001:db8::/64", nat_to="2001:db8::1")])
+    assert "512 addresses" in t.tc_unsupported([rule("172.16.0.0/23")])
+
+
+# --- act_nat detection --------------------------------------------------------------------------------
+
+@pytest.fixture
+def kernel(tmp_path):
+    """A fake /proc, /lib/modules and /boot; returns a detect() over them and the paths."""
+    proc, modules, boot = tmp_path / "proc", tmp_path / "lib-modules", tmp_path / "boot"
+    for folder in (proc, modules / "6.1.0-test", boot):
+        folder.mkdir(parents=True)
+    (proc / "modules").write_text("veth 40960 0 - Live 0x0\n")
+    (proc / "kallsyms").write_text("ffffffff81000000 T _stext\nffffffff81ef0240 T tcf_mirred_act\n")
+
+    class Kernel(object):
+        moddir = modules / "6.1.0-test"
+
+        def detect(self):
+            return t.act_nat_support("6.1.0-test", str(proc), str(modules), str(boot))
+
+    kernel = Kernel()
+    kernel.proc, kernel.boot = proc, boot
+    return kernel
+
+
+def test_detect_nothing(kernel):
+    assert kernel.detect() == (False, "no act_nat: not loaded, not built in, no module under %s, no kernel config found" % kernel.moddir)
+
+
+def test_detect_loaded(kernel):
+    (kernel.proc / "modules").write_text("act_nat 16384 1 - Live 0x0\n")
+    assert kernel.detect()[0] is True
+
+
+@pytest.mark.parametrize("line, module, expected", [
+    ("CONFIG_NET_ACT_NAT=y", False, (True, "CONFIG_NET_ACT_NAT=y")),
+    ("# CONFIG_NET_ACT_NAT is not set", True, (False, "CONFIG_NET_ACT_NAT is not set")),
+    ("CONFIG_NET_ACT_NAT=m", True, (True, "CONFIG_NET_ACT_NAT=m")),
+    ("CONFIG_NET_ACT_NAT=m", False, (False, "but no act_nat module")),
+])
+@pytest.mark.parametrize("where", ["proc", "boot"])
+def test_detect_from_the_kernel_config(kernel, line, module, expected, where):
+    text = "CONFIG_NET_SCH_HTB=y\n%s\n" % line
+    if where == "proc":
+        with gzip.open(str(kernel.proc / "config.gz"), "wt") as handle:
+            handle.write(text)
+    else:
+        (kernel.boot / "config-6.1.0-test").write_text(text)
+    if module:
+        (kernel.moddir / "kernel/net/sched").mkdir(parents=True)
+        (kernel.moddir / "kernel/net/sched/act_nat.ko.xz").write_bytes(b"")
+        (kernel.moddir / "modules.dep").write_text("kernel/net/sched/act_nat.ko.xz:\nkernel/net/sched/act_gact.ko.xz:\n")
+    available, how = kernel.detect()
+    assert available is expected[0] and expected[1] in how
+
+
+def test_detect_from_modules_files(kernel):
+    (kernel.moddir / "modules.builtin").write_text("kernel/net/sched/act_nat.ko\n")
+    assert kernel.detect() == (True, "act_nat is built in (%s/modules.builtin)" % kernel.moddir)
+    (kernel.moddir / "modules.builtin").write_text("kernel/net/sched/act_natx.ko\n")
+    (kernel.moddir / "modules.dep").write_text("kernel/net/sched/act_nat.ko:\n")
+    assert kernel.detect()[0] is False  # listed, but the file is missing
+    (kernel.moddir / "kernel/net/sched").mkdir(parents=True)
+    (kernel.moddir / "kernel/net/sched/act_nat.ko").write_bytes(b"")
+    assert kernel.detect()[0] is True
+
+
+def test_detect_from_kallsyms(kernel):
+    (kernel.proc / "kallsyms").write_text("ffffffff81ef0240 t tcf_nat_act\n")
+    assert kernel.detect() == (True, "tcf_nat_act is in %s/kallsyms" % kernel.proc)
+
+
+def test_detect_reads_only(kernel):
+    before = sorted(str(p) for p in kernel.proc.parent.rglob("*"))
+    kernel.detect()
+    assert sorted(str(p) for p in kernel.proc.parent.rglob("*")) == before
+
+
+# --- backend choice -------------------------------------------------------------------------------------
+
+YES = staticmethod(lambda: (True, "act_nat module /lib/modules/x/act_nat.ko"))
+NO = staticmethod(lambda: (False, "CONFIG_NET_ACT_NAT is not set in /proc/config.gz"))
+
+
+@pytest.mark.parametrize("requested, detect, rule_list, expected", [
+    ("auto", YES, [rule("172.16.0.11/32")], "tc"),
+    ("auto", NO, [rule("172.16.0.11/32")], "nftables"),
+    ("auto", YES, [rule("2001:db8::/64", nat_to="2001:db8::1")], "nftables"),
+    ("auto", YES, [rule("172.16.0.0/16")], "nftables"),
+    ("tc", YES, [rule("172.16.0.11/32")], "tc"),
+    ("nftables", YES, [rule("172.16.0.11/32")], "nftables"),
+])
+def test_choose_backend(requested, detect, rule_list, expected):
+    assert t.choose_backend(requested, rule_list, "present", detect.__func__)[0] == expected
+
+
+def test_tc_without_act_nat_names_the_feature_and_the_alternative():
+    with pytest.raises(KernelFeatureError) as info:
+        t.choose_backend("tc", [rule("172.16.0.11/32")], "present", NO.__func__)
+    assert "act_nat" in str(info.value) and "CONFIG_NET_ACT_NAT" in str(info.value) and "backend: nftables" in str(info.value)
+    # absent needs no act_nat: it only removes
+    assert t.choose_backend("tc", [], "absent", NO.__func__)[0] == "tc"
+
+
+def test_ipv6_with_tc_is_an_input_error():
+    with pytest.raises(ValidationError, match="IPv4-only"):
+        t.choose_backend("tc", [rule("2001:db8::/64", nat_to="2001:db8::1")], "present", YES.__func__)
+
+
+# --- transactions ----------------------------------------------------------------------------------------
+
+def test_apply_steps_undoes_in_reverse_on_failure():
+    log = []
+
+    def fail():
+        raise RuntimeError("kernel says no")
+
+    steps = [t.Step("one", lambda: log.append("do 1"), lambda: log.append("undo 1")),
+             t.Step("two", lambda: log.append("do 2"), None),
+             t.Step("three", lambda: log.append("do 3"), lambda: log.append("undo 3")),
+             t.Step("four", fail, lambda: log.append("undo 4"))]
+    with pytest.raises(ApplyError) as info:
+        t.apply_steps(steps)
+    assert info.value.rolled_back is True
+    assert "failed at 'four': kernel says no" in str(info.value)
+    assert log == ["do 1", "do 2", "do 3", "undo 3", "undo 1"]
+
+
+def test_apply_steps_reports_a_failed_undo():
+    def fail():
+        raise RuntimeError("boom")
+
+    with pytest.raises(ApplyError) as info:
+        t.apply_steps([t.Step("one", lambda: None, fail), t.Step("two", fail)])
+    assert info.value.rolled_back is False and "undoing what was applied failed too: one: boom" in str(info.value)
+
+
+# --- the tc backend's plan -------------------------------------------------------------------------------
+
+class FakeIPR(object):
+    """Records the requests instead of sending them."""
+
+    def __init__(self):
+        self.sent = []
+        self.status = {}
+
+    def nlm_request(self, msg, msg_type, msg_flags):
+        self.sent.append((msg_type, msg))
+        return []
+
+
+def backend(foreign_qdisc="fail"):
+    return tcb.TcBackend(FakeIPR(), "eth0", 2, foreign_qdisc)
+
+
+def leaf(src, nat_to=VIP, protocol="udp", sport=53, control="continue", node=0x800):
+    address = ipaddress.ip_address(src)
+    return tcb.Leaf(address, protocol, sport, ipaddress.ip_address(nat_to), control, tcb.OWN_HTID | (int(address) & 0xFF) << 12 | node)
+
+
+def ours(*leaves):
+    state = tcb.TcState()
+    state.root_kind, state.root_handle, state.root_default, state.root_ours = "htb", tcb.OWN_QDISC, False, True
+    state.parent, state.has_ht, state.link_handle = tcb.OWN_QDISC, True, 0x80000800
+    state.leaves = list(leaves)
+    return state
+
+
+def test_plan_from_the_default_qdisc():
+    plan = backend().plan(tcb.TcState(), [rule("172.16.0.10/31")])
+    assert [s.line for s in plan.steps] == [
+        "tc qdisc add dev eth0 root handle d5: htb default d5d5",
+        "tc filter add dev eth0 parent d5: protocol ip prio 1 handle d5: u32 divisor 256",
+        "tc filter add dev eth0 parent d5: protocol ip prio 1 u32 link d5: hashkey mask 0x000000ff at 12 match u32 0 0",
+        "tc filter add dev eth0 parent d5: protocol ip prio 1 handle d5:a:800 u32 ht d5:a: match ip src 172.16.0.10/32 match ip protocol 17 0xff "
+        "match ip sport 53 0xffff action nat egress 172.16.0.10/32 192.168.99.10 continue",
+        "tc filter add dev eth0 parent d5: protocol ip prio 1 handle d5:b:800 u32 ht d5:b: match ip src 172.16.0.11/32 match ip protocol 17 0xff "
+        "match ip sport 53 0xffff action nat egress 172.16.0.11/32 192.168.99.10 continue",
+    ]
+    assert plan.before == [] and plan.after[0] == "qdisc htb d5: root default d5d5" and len(plan.after) == 5
+
+
+def test_plan_is_empty_when_everything_is_there():
+    state = ours(leaf("172.16.0.10"), leaf("172.16.0.11"))
+    plan = backend().plan(state, [rule("172.16.0.10/31")])
+    assert plan.steps == [] and plan.before == plan.after
+
+
+def test_plan_changes_only_what_differs():
+    state = ours(leaf("172.16.0.10"), leaf("172.16.0.11", nat_to="192.168.99.20"), leaf("172.16.1.11", control="pass", node=0x801),
+                 leaf("172.16.0.12"))
+    plan = backend().plan(state, [rule("172.16.0.10/31"), rule("172.16.1.11/32")])
+    assert [s.line.split(" u32")[0] for s in plan.steps] == [
+        "tc filter del dev eth0 parent d5: protocol ip prio 1 handle d5:b:800",
+        "tc filter del dev eth0 parent d5: protocol ip prio 1 handle d5:c:800",
+        "tc filter del dev eth0 parent d5: protocol ip prio 1 handle d5:b:801",
+        "tc filter add dev eth0 parent d5: protocol ip prio 1 handle d5:b:802",  # a handle no old filter had
+        "tc filter add dev eth0 parent d5: protocol ip prio 1 handle d5:b:803",
+    ]
+
+
+def test_plan_refuses_a_foreign_root_qdisc_unless_allowed():
+    state = tcb.TcState()
+    state.root_kind, state.root_handle, state.root_default = "htb", 0x10000, False
+    with pytest.raises(ValidationError, match="root qdisc htb 1: that tc_nat_filter did not create"):
+        backend().plan(state, [rule("172.16.0.11/32")])
+    plan = backend("attach").plan(state, [rule("172.16.0.11/32")])
+    assert not any(s.line.startswith("tc qdisc") for s in plan.steps)
+    assert all(" parent 1: " in s.line for s in plan.steps)
+    state.root_kind = "fq_codel"
+    with pytest.raises(ValidationError, match="root qdisc fq_codel 1:"):
+        backend("attach").plan(state, [rule("172.16.0.11/32")])
+
+
+def test_plan_refuses_to_share_its_prio():
+    state = ours()
+    state.foreign_at_prio = [{"kind": "u32"}]
+    with pytest.raises(ValidationError, match="prio 1 of qdisc d5: on eth0 holds filters tc_nat_filter did not create"):
+        backend().plan(state, [rule("172.16.0.11/32")])
+
+
+def test_removal_deletes_the_prio_then_the_qdisc_and_undo_rebuilds():
+    state = ours(leaf("172.16.0.11"))
+    tc = backend()
+    plan = tc.plan(state, [])
+    assert [s.line for s in plan.steps] == ["tc filter del dev eth0 parent d5: protocol ip prio 1 u32", "tc qdisc del dev eth0 root handle d5: htb"]
+    assert plan.after == []
+    plan.steps[0].do()
+    plan.steps[0].undo()
+    assert [m[0] for m in tc.ipr.sent] == [tcb.RTM_DELTFILTER, tcb.RTM_NEWTFILTER, tcb.RTM_NEWTFILTER, tcb.RTM_NEWTFILTER]
+    assert tc.ipr.sent[-1][1]["handle"] == state.leaves[0].handle  # the filter comes back with its handle
+
+
+def test_removal_keeps_a_qdisc_that_others_use():
+    state = ours(leaf("172.16.0.11"))
+    state.other_filters = 1
+    assert [s.line for s in backend().plan(state, []).steps] == ["tc filter del dev eth0 parent d5: protocol ip prio 1 u32"]
+    state.foreign_at_prio = [{"kind": "u32"}]
+    lines = [s.line for s in backend().plan(state, []).steps]
+    assert lines == ["tc filter del dev eth0 parent d5: protocol ip prio 1 handle d5:b:800 u32",
+                     "tc filter del dev eth0 parent d5: protocol ip prio 1 handle 800:0:800 u32",
+                     "tc filter del dev eth0 parent d5: protocol ip prio 1 handle d5: u32"]
+
+
+def test_classify_knows_the_modules_filters_from_their_bytes():
+    """Messages as the backend writes them, decoded as dumps are: each lands where it belongs."""
+    tc = backend()
+    state = tcb.TcState()
+
+    def entry(msg, handle=None):
+        data = tcb.encode(msg, tcb.RTM_NEWTFILTER, 0)
+        decoded = tcb.decode_message(data)
+        if handle is not None:
+            decoded["handle"] = handle
+        return decoded
+
+    assert tc._classify(state, entry(tcb.divisor_message(2, tcb.OWN_QDISC)))
+    assert tc._classify(state, entry(tcb.link_message(2, tcb.OWN_QDISC), 0x80000800))
+    assert tc._classify(state, entry(tcb.leaf_message(2, tcb.OWN_QDISC, "172.16.0.11", "tcp", 8443, VIP), 0x0D50B800))
+    assert (state.has_ht, state.link_handle) == (True, 0x80000800)
+    assert state.leaves == [tcb.Leaf(ipaddress.ip_address("172.16.0.11"), "tcp", 8443, ipaddress.ip_address(VIP), "continue", 0x0D50B800)]
+    assert state.rules == [rule("172.16.0.11/32", 8443, protocol="tcp")]
+    # a nat filter in the wrong bucket, or matching something else, is not the module's
+    wrong = tcb.nat_filter_message(2, tcb.OWN_QDISC, 1, tcb.leaf_keys(ipaddress.ip_address("172.16.0.11"), "udp", 53), "172.16.0.11/32", VIP,
+                                   control="continue", hash_table=tcb.OWN_HTID | 0x0C000)
+    assert not tc._classify(state, entry(wrong, 0x0D50C800))
+    assert not tc._classify(state, entry(tcb.divisor_message(2, tcb.OWN_QDISC, htid=0x0D600000)))
+
+
+def test_expand_one_filter_per_address():
+    got = tcb.expand([rule("172.16.0.8/30"), rule("172.16.1.11/32", nat_to="192.168.99.20")])
+    assert len(got) == 5 and got[(ipaddress.ip_address("172.16.1.11"), "udp", 53)] == ipaddress.ip_address("192.168.99.20")
+
+
+def test_free_handle_avoids_handles_in_use():
+    used = {0x0D50B800, 0x0D50B801}
+    assert tcb.TcBackend._free_handle(ipaddress.ip_address("10.0.0.11"), used) == 0x0D50B802
+    assert tcb.fmt_handle(0x0D50B802) == "d5:b:802"
+
+
+# --- the nftables backend ------------------------------------------------------------------------------------
+
+def test_table_names_are_safe_and_distinct():
+    assert nftb.table_name("eth0") == "netops_nat_eth0"
+    assert nftb.table_name("eth0.100") == "netops_nat_eth0_2e100"
+    assert nftb.table_name("eth0_2e100") == "netops_nat_eth0_5f2e100"
+    assert nftb.table_name("br-lan") == "netops_nat_br_2dlan"
+
+
+def test_render_table():
+    text = nftb.render_table("eth0", [rule("172.16.0.8/29"), rule("172.16.1.11/32"), rule("2001:db8::/64", nat_to="2001:db8::1", protocol="tcp")])
+    assert 'comment "netops.ip_transparency.tc_nat_filter device=eth0"' in text
+    assert "elements = { 172.16.0.8/29 . udp . 53 : 192.168.99.10,\n\t\t\t172.16.1.11 . udp . 53 : 192.168.99.10 }" in text
+    assert "elements = { 2001:db8::/64 . tcp . 53 : 2001:db8::1 }" in text
+    assert 'type filter hook egress device "eth0" priority 0; policy accept;' in text
+    assert "ip saddr set ip saddr . meta l4proto . th sport map @snat4" in text
+    script = nftb.replace_script("eth0", [])
+    assert script.startswith("table netdev netops_nat_eth0 {}\ndelete table netdev netops_nat_eth0\ntable netdev netops_nat_eth0 {")
+    assert "elements" not in script
+
+
+# what `nft -j list table` (nftables 1.0.6) printed for a table this module wrote
+LISTED = {"nftables": [
+    {"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}},
+    {"table": {"family": "netdev", "name": "netops_nat_eth0", "handle": 3}},
+    {"map": {"family": "netdev", "name": "snat4", "table": "netops_nat_eth0", "type": ["ipv4_addr", "inet_proto", "inet_service"], "handle": 2,
+             "map": "ipv4_addr", "flags": ["interval"], "elem": [
+                 [{"concat": [{"prefix": {"addr": "172.16.0.8", "len": 29}}, "udp", 53]}, "192.168.99.10"],
+                 [{"concat": [{"range": ["10.0.0.1", "10.0.0.6"]}, "tcp", 8443]}, "1.2.3.4"]]}},
+    {"map": {"family": "netdev", "name": "snat6", "table": "netops_nat_eth0", "type": ["ipv6_addr", "inet_proto", "inet_service"], "handle": 3,
+             "map": "ipv6_addr", "flags": ["interval"], "elem": [[{"concat": ["2001:db8::11", 17, 53]}, "2001:db8:1::1"]]}},
+    {"chain": {"family": "netdev", "table": "netops_nat_eth0", "name": "egress", "handle": 1, "type": "filter", "hook": "egress", "prio": 0,
+               "policy": "accept"}},
+] + [{"rule": {"family": "netdev", "table": "netops_nat_eth0", "chain": "egress", "handle": 4 + i, "expr": [{"mangle": {
+    "key": {"payload": {"protocol": fam, "field": "saddr"}},
+    "value": {"map": {"key": {"concat": [{"payload": {"protocol": fam, "field": "saddr"}}, {"meta": {"key": "l4proto"}},
+                                         {"payload": {"protocol": "th", "field": "sport"}}]}, "data": "@%s" % name}}}}]}}
+    for i, (fam, name) in enumerate((("ip", "snat4"), ("ip6", "snat6")))]}
+
+
+def read_listed(listed, text=None):
+    class Fake(nftb.NftBackend):
+        def _run(self, args, stdin=None):
+            if args[0] == "-j":
+                return 0, json.dumps(listed), ""
+            return 0, text if text is not None else 'table netdev netops_nat_eth0 {\n\tcomment "%s"\n\t\ttype filter hook egress device "eth0" priority filter;' % nftb.comment("eth0"), ""
+
+    return Fake("eth0", nft="/usr/sbin/nft")
+
+
+def test_read_back_a_table_the_module_wrote():
+    nft = read_listed(LISTED)
+    state = nft.read()
+    assert state.exists and state.ours and state.intact, state.problems
+    assert sorted(map(str, state.rules)) == sorted([
+        "10.0.0.1/32 tcp sport 8443 -> 1.2.3.4", "10.0.0.2/31 tcp sport 8443 -> 1.2.3.4", "10.0.0.4/31 tcp sport 8443 -> 1.2.3.4",
+        "10.0.0.6/32 tcp sport 8443 -> 1.2.3.4", "172.16.0.8/29 udp sport 53 -> 192.168.99.10", "2001:db8::11/128 udp sport 53 -> 2001:db8:1::1"])
+    assert nft.plan(state, state.rules).steps == []
+    assert len(nft.plan(state, state.rules[:1]).steps) == 1
+
+
+def test_drift_is_rewritten_and_foreign_tables_refused():
+    listed = json.loads(json.dumps(LISTED))
+    listed["nftables"].pop()  # the IPv6 rule is gone
+    nft = read_listed(listed)
+    state = nft.read()
+    assert state.ours and not state.intact and state.problems == ["chain rules differ from the module's"]
+    plan = nft.plan(state, state.rules)
+    assert len(plan.steps) == 1 and plan.before[1] == "# drift: chain rules differ from the module's"
+    foreign = read_listed(LISTED, text="table netdev netops_nat_eth0 {\n}")
+    state = foreign.read()
+    assert state.exists and not state.ours
+    with pytest.raises(ValidationError, match="not created by tc_nat_filter"):
+        foreign.plan(state, [rule("172.16.0.11/32")])
+    assert foreign.plan(state, []).steps == []
+
+
+def test_missing_table_and_missing_nft():
+    class Absent(nftb.NftBackend):
+        def _run(self, args, stdin=None):
+            return 1, "", "Error: No such file or directory\nlist table netdev netops_nat_eth0\n"
+
+    state = Absent("eth0", nft="/usr/sbin/nft").read()
+    assert not state.exists and state.lines("eth0") == []
+    nft = nftb.NftBackend("eth0")
+    nft.nft = None
+    assert not nft.read().exists
+    with pytest.raises(KernelFeatureError, match="needs the nft command"):
+        nft.read(required=True)
