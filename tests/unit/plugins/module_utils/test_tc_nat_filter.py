@@ -450,3 +450,23 @@ def test_missing_table_and_missing_nft():
     assert not nft.read().exists
     with pytest.raises(KernelFeatureError, match="needs the nft command"):
         nft.read(required=True)
+
+
+# --- many upstreams: fewer rules, lookups that do not grow with their number ----------------------------------
+
+def test_many_contiguous_upstreams_are_one_nft_element_and_two_rules():
+    many = t.normalise_rules([{"src": "172.16.%d.%d" % (i // 256, i % 256), "sport": 53, "nat_to": VIP} for i in range(1024)])
+    assert many == [rule("172.16.0.0/22")]
+    text = nftb.render_table("eth0", many)
+    assert text.count(" : 192.168.99.10") == 1 and text.count("saddr set") == 2
+
+
+def test_tc_filters_spread_over_the_hash_buckets():
+    """A packet is compared with the filters of one bucket: the upstreams sharing its last octet."""
+    plan = backend().plan(tcb.TcState(), [rule("172.16.0.0/24"), rule("172.16.1.0/24", nat_to="192.168.99.20")])
+    buckets = {}
+    for step in plan.steps:
+        if " ht d5:" in step.line:
+            bucket = step.line.split(" ht d5:")[1].split(":")[0]
+            buckets[bucket] = buckets.get(bucket, 0) + 1
+    assert len(buckets) == 256 and max(buckets.values()) == 2
