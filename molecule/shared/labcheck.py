@@ -44,3 +44,51 @@ def query_sources(name):
         if sources:
             seen[upstream] = sources
     return seen
+
+
+# --- Direct Server Return helpers (sustained load, counters) -----------------------------------------
+
+DNSPERF_FIELDS = {
+    "sent": re.compile(r"Queries sent:\s+(\d+)"),
+    "completed": re.compile(r"Queries completed:\s+(\d+)"),
+    "lost": re.compile(r"Queries lost:\s+(\d+)"),
+    "qps": re.compile(r"Queries per second:\s+([0-9.]+)"),
+}
+
+
+def dnsperf(host, server, name="www.example.com", runs=25, clients=8, threads=2, timeout=5, rate=2000):
+    """Run dnsperf on ``host`` against ``server``: a file of 100 ``name A`` queries read ``runs`` times
+    (100 * runs queries) over ``clients`` sockets in parallel, at most ``rate`` queries per second.
+    Returns the figures dnsperf printed (sent, completed, lost, qps) and its whole output."""
+    qfile = host.check_output("mktemp /root/dnsperf-queries.XXXXXX")
+    try:
+        host.check_output("for i in $(seq 1 100); do echo '%s A'; done > %s" % (name, qfile))
+        out = host.check_output(
+            "dnsperf -s %s -d %s -n %d -c %d -T %d -t %d -Q %d 2>&1"
+            % (server, qfile, runs, clients, threads, timeout, rate)
+        )
+    finally:
+        host.run("rm -f %s" % qfile)
+    figures = {}
+    for key, pattern in DNSPERF_FIELDS.items():
+        match = pattern.search(out)
+        assert match, "dnsperf printed no %r figure:\n%s" % (key, out)
+        figures[key] = float(match.group(1)) if key == "qps" else int(match.group(1))
+    figures["output"] = out
+    return figures
+
+
+def interface_with(host, address):
+    """Name of the interface that holds ``address`` on ``host`` (names are not stable in the lab)."""
+    out = host.check_output("ip -o -4 addr show to %s/32" % address)
+    assert out, "no interface holds %s" % address
+    return out.split()[1].split("@")[0]
+
+
+def link_counter(host, ifname, counter):
+    """A /sys/class/net/<if>/statistics counter (rx_packets, tx_packets, ...)."""
+    return int(host.check_output("cat /sys/class/net/%s/statistics/%s" % (ifname, counter)))
+
+
+def default_route(host):
+    return host.check_output("ip -4 route show default")

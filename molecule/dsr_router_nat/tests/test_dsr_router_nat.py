@@ -1,0 +1,128 @@
+"""Method 2a, DSR with router NAT, verified from the client: answers load balanced over the four upstreams
+while nginx expects no response, replies forwarded (never delivered to nginx) and rewritten on the proxy,
+no loss under sustained load, and no routing from the client network into the private network."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
+
+import labcheck  # noqa: E402
+
+testinfra_hosts = ["client"]
+
+PROXY_PRIVATE = "172.16.0.1"
+SUSTAINED_RUNS = 25  # x 100 queries = 2,500 queries
+COUNTER_TABLE = "netops_verify_dsr"
+
+
+def proxy():
+    return labcheck.lab_host("proxy")
+
+
+def dig_short(host, target, name="www.example.com"):
+    return host.run("dig +short +time=2 +tries=1 @%s %s" % (target, name))
+
+
+def test_nginx_spoofs_client_address_and_port_and_expects_no_responses():
+    conf = proxy().check_output("nginx -T 2>/dev/null")
+    assert "proxy_bind $remote_addr:$remote_port transparent;" in conf
+    assert "proxy_responses 0;" in conf
+    assert "proxy_timeout" not in conf, "DSR needs no proxy_timeout health check"
+    assert "listen 53 udp;" in conf
+
+
+def test_upstreams_route_via_the_proxy_and_the_proxy_forwards():
+    for name in labcheck.UPSTREAMS:
+        route = labcheck.default_route(labcheck.lab_host(name))
+        print("%s: %s" % (name, route))
+        assert "via %s " % PROXY_PRIVATE in route + " ", "%s does not route via the proxy: %r" % (name, route)
+    assert proxy().check_output("sysctl -n net.ipv4.ip_forward") == "1"
+    assert proxy().check_output("sysctl -n net.ipv4.udp_early_demux") == "0"
+
+
+def test_answers_are_balanced_over_all_four_upstreams_and_come_from_the_vip(host):
+    answers = []
+    for attempt in range(8):  # noqa: B007 pylint: disable=unused-variable
+        out = host.check_output("dig +time=2 +tries=1 @%s www.example.com" % labcheck.VIP)
+        # dig only accepts a reply from the address it asked; print where it came from anyway.
+        assert "SERVER: %s#53" % labcheck.VIP in out, out
+        records = [line.split() for line in out.splitlines() if line.startswith("www.example.com.")]
+        answer = [fields[-1] for fields in records if len(fields) == 5 and fields[3] == "A"]
+        assert len(answer) == 1, "no answer through the proxy:\n%s" % out
+        answers.append(answer[0])
+    print("answers: %s" % ", ".join(answers))
+    assert set(answers) == set(labcheck.UPSTREAMS.values()), "DNS not balanced across all four upstreams"
+
+    name = labcheck.unique_name()
+    status = host.check_output("dig +time=2 +tries=1 @%s %s | grep -o 'status: [A-Z]*'" % (labcheck.VIP, name))
+    assert status == "status: NXDOMAIN", "the probe was not answered through the proxy"
+    seen = labcheck.query_sources(name)
+    assert len(seen) == 1, "exactly one upstream should have answered the probe: %s" % seen
+    assert list(seen.values())[0] == [labcheck.CLIENT], "the upstream did not see the client: %s" % seen
+
+
+def test_replies_are_forwarded_by_the_proxy_never_delivered_to_nginx(host):
+    """Counters in a temporary nftables table on the proxy: the upstreams' replies (source port 53) cross its
+    forward hook, none reaches its input hook (nginx), and all leave the client side rewritten to the VIP."""
+    p = proxy()
+    p.check_output(
+        "nft -f - <<'EOF'\n"
+        "table inet %s {\n"
+        "  counter in_replies {}\n"
+        "  counter fwd_replies {}\n"
+        "  chain input { type filter hook input priority -300; ip saddr 172.16.0.0/24 udp sport 53 counter name in_replies; }\n"
+        "  chain forward { type filter hook forward priority -300; ip saddr 172.16.0.0/24 udp sport 53 counter name fwd_replies; }\n"
+        "}\n"
+        "EOF" % COUNTER_TABLE
+    )
+    try:
+        queries = 40
+        answered = 0
+        for attempt in range(queries):  # noqa: B007 pylint: disable=unused-variable
+            if dig_short(host, labcheck.VIP).stdout.strip() in labcheck.UPSTREAMS.values():
+                answered += 1
+        counters = p.check_output("nft list counters table inet %s" % COUNTER_TABLE)
+    finally:
+        p.run("nft delete table inet %s" % COUNTER_TABLE)
+    figures = {}
+    for name in ("in_replies", "fwd_replies"):
+        block = counters.split("counter %s" % name, 1)[1]
+        figures[name] = int(block.split("packets", 1)[1].split()[0])
+    print("%d queries, %d answered; replies forwarded by the proxy: %d, delivered to nginx: %d"
+          % (queries, answered, figures["fwd_replies"], figures["in_replies"]))
+    assert answered == queries
+    assert figures["in_replies"] == 0, "replies reached the proxy's own sockets (nginx)"
+    assert figures["fwd_replies"] >= queries, "the replies did not cross the proxy's forward path"
+
+
+def test_sustained_load_every_query_is_answered(host):
+    figures = labcheck.dnsperf(host, labcheck.VIP, runs=SUSTAINED_RUNS, clients=8, threads=2)
+    loss = 100.0 * figures["lost"] / figures["sent"] if figures["sent"] else 100.0
+    print("router NAT sustained load: %(sent)d sent, %(completed)d answered, %(lost)d lost" % figures
+          + " (%.2f %% loss) at %.0f queries/s over 8 client sockets" % (loss, figures["qps"]))
+    assert figures["sent"] >= 2000
+    assert figures["lost"] == 0, "DSR lost %d of %d queries:\n%s" % (figures["lost"], figures["sent"], figures["output"])
+
+
+def test_the_proxy_does_not_route_the_client_network_into_the_private_network(host):
+    """With a route to 172.16.0.0/24 via the proxy on the client, nothing reaches an upstream."""
+    upstream = labcheck.lab_host("upstream1")
+    target = labcheck.UPSTREAMS["upstream1"]
+    name = labcheck.unique_name()
+    host.check_output("ip route add 172.16.0.0/24 via %s" % labcheck.VIP)
+    try:
+        assert "via %s" % labcheck.VIP in host.check_output("ip route get %s" % target)
+        rx_before = labcheck.link_counter(upstream, labcheck.interface_with(upstream, target), "rx_packets")
+        dns = host.run("dig +time=1 +tries=2 @%s %s" % (target, name))
+        ping = host.run("ping -c 3 -W 1 %s" % target)
+        http = host.run("curl -sS --max-time 2 http://%s/" % target)
+        rx_after = labcheck.link_counter(upstream, labcheck.interface_with(upstream, target), "rx_packets")
+    finally:
+        host.run("ip route del 172.16.0.0/24 via %s" % labcheck.VIP)
+    print("client -> %s through the proxy: dig rc=%d, ping rc=%d, curl rc=%d; upstream1 rx packets +%d"
+          % (target, dns.rc, ping.rc, http.rc, rx_after - rx_before))
+    assert dns.rc != 0 and ping.rc != 0 and http.rc != 0, "the proxy routed client traffic into the private network"
+    assert labcheck.query_sources(name) == {}, "the DNS probe reached an upstream"
+    # Only the lab's own chatter (ARP, neighbour probes) may arrive meanwhile; 5 packets were sent.
+    assert rx_after - rx_before < 5, "packets from the client reached upstream1"
