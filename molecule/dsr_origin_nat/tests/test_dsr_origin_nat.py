@@ -1,0 +1,97 @@
+"""Method 2b, DSR with origin NAT, verified from the client: answers load balanced over the four upstreams
+while nginx expects no response, the upstreams rewriting their own replies and routing them normally (via the
+lab router), no loss under sustained load, and proof that the replies bypass the proxy."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
+
+import labcheck  # noqa: E402
+
+testinfra_hosts = ["client"]
+
+PROXY_PRIVATE = "172.16.0.1"
+ROUTER_PRIVATE = "172.16.0.253"
+SUSTAINED_RUNS = 12  # x 100 queries = 1,200 queries
+
+
+def proxy():
+    return labcheck.lab_host("proxy")
+
+
+def test_nginx_spoofs_client_address_and_port_and_expects_no_responses():
+    conf = proxy().check_output("nginx -T 2>/dev/null")
+    assert "proxy_bind $remote_addr:$remote_port transparent;" in conf
+    assert "proxy_responses 0;" in conf
+    assert "proxy_timeout" not in conf, "DSR needs no proxy_timeout health check"
+
+
+def test_the_proxy_neither_rewrites_nor_is_set_up_to_forward():
+    p = proxy()
+    tables = p.check_output("nft list tables")
+    print("proxy nftables tables:\n%s" % tables)
+    assert "netops_nat_" not in tables, "stateless NAT on the proxy"
+    for ifname in (labcheck.interface_with(p, labcheck.VIP), labcheck.interface_with(p, PROXY_PRIVATE)):
+        assert " nat " not in p.check_output("tc filter show dev %s egress; tc filter show dev %s" % (ifname, ifname))
+    assert not p.file("/etc/sysctl.d/61-netops-transparent-proxy.conf").exists, "the role enabled forwarding"
+
+
+def test_upstreams_rewrite_their_replies_and_route_normally():
+    for name, address in labcheck.UPSTREAMS.items():
+        upstream = labcheck.lab_host(name)
+        route = labcheck.default_route(upstream)
+        ifname = labcheck.interface_with(upstream, address)
+        table = upstream.check_output("nft list table netdev netops_nat_%s" % ifname)
+        print("%s: %s; %s" % (name, route, " ".join(line.strip(" \t,{}") for line in table.splitlines() if " . udp . " in line)))
+        assert "via %s " % ROUTER_PRIVATE in route + " ", "%s does not route via the router: %r" % (name, route)
+        assert "%s . udp . 53 : %s" % (address, labcheck.VIP) in table
+
+
+def test_answers_are_balanced_over_all_four_upstreams(host):
+    answers = []
+    for attempt in range(8):  # noqa: B007 pylint: disable=unused-variable
+        out = host.check_output("dig +short +time=2 +tries=1 @%s www.example.com" % labcheck.VIP).strip()
+        assert out in labcheck.UPSTREAMS.values(), "no answer through the proxy: %r" % out
+        answers.append(out)
+    print("answers: %s" % ", ".join(answers))
+    assert set(answers) == set(labcheck.UPSTREAMS.values()), "DNS not balanced across all four upstreams"
+
+    name = labcheck.unique_name()
+    status = host.check_output("dig +time=2 +tries=1 @%s %s | grep -o 'status: [A-Z]*'" % (labcheck.VIP, name))
+    assert status == "status: NXDOMAIN", "the probe was not answered"
+    seen = labcheck.query_sources(name)
+    assert len(seen) == 1, "exactly one upstream should have answered the probe: %s" % seen
+    assert list(seen.values())[0] == [labcheck.CLIENT], "the upstream did not see the client: %s" % seen
+
+
+def test_sustained_load_is_answered_without_the_replies_passing_the_proxy(host):
+    """>= 1,000 queries, none lost; the proxy's private interface receives (almost) nothing meanwhile while
+    it sends every query, and the router forwards the replies."""
+    p = proxy()
+    router = labcheck.lab_host("router")
+    p_if = labcheck.interface_with(p, PROXY_PRIVATE)
+    r_if = labcheck.interface_with(router, ROUTER_PRIVATE)
+    before = {
+        "proxy_rx": labcheck.link_counter(p, p_if, "rx_packets"),
+        "proxy_tx": labcheck.link_counter(p, p_if, "tx_packets"),
+        "router_rx": labcheck.link_counter(router, r_if, "rx_packets"),
+    }
+    figures = labcheck.dnsperf(host, labcheck.VIP, runs=SUSTAINED_RUNS, clients=8, threads=2)
+    delta = {
+        "proxy_rx": labcheck.link_counter(p, p_if, "rx_packets") - before["proxy_rx"],
+        "proxy_tx": labcheck.link_counter(p, p_if, "tx_packets") - before["proxy_tx"],
+        "router_rx": labcheck.link_counter(router, r_if, "rx_packets") - before["router_rx"],
+    }
+    loss = 100.0 * figures["lost"] / figures["sent"] if figures["sent"] else 100.0
+    print("origin NAT sustained load: %(sent)d sent, %(completed)d answered, %(lost)d lost" % figures
+          + " (%.2f %% loss) at %.0f queries/s" % (loss, figures["qps"]))
+    print("proxy %s (private): rx +%d, tx +%d packets; router %s (private): rx +%d packets"
+          % (p_if, delta["proxy_rx"], delta["proxy_tx"], r_if, delta["router_rx"]))
+    assert figures["sent"] >= 1000
+    assert figures["lost"] == 0, "DSR lost %d of %d queries:\n%s" % (figures["lost"], figures["sent"], figures["output"])
+    # The proxy sent every query to the upstreams ...
+    assert delta["proxy_tx"] >= figures["completed"]
+    # ... and the replies came back through the router, not through the proxy.
+    assert delta["router_rx"] >= figures["completed"]
+    assert delta["proxy_rx"] < figures["completed"] // 50, "replies passed through the proxy"
