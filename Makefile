@@ -8,6 +8,9 @@ SHELL := /bin/bash
 PYTHON    ?= python3
 VENV      := .venv
 COMPAT    := .venv-compat
+BENCH_VENV := .venv-bench
+# the shared lab's lock (several users, one lab); `make bench` holds it only for its lab phase
+LAB_LOCK  ?= /tmp/coord/lab.lock
 METHOD    ?= ip_transparency
 METHODS   := ip_transparency dsr_router_nat dsr_origin_nat
 SCENARIOS ?= $(sort $(patsubst molecule/%/molecule.yml,%,$(wildcard molecule/*/molecule.yml)))
@@ -23,7 +26,7 @@ export PY_COLORS := 0
 export ANSIBLE_NOCOLOR := 1
 
 .PHONY: help host venv compat image lab lab-down demo test unit integration vm sanity lint \
-        collection molecule clean
+        collection molecule clean bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -100,6 +103,23 @@ lint: venv ## ansible-lint, production profile
 
 molecule: venv image ## every Molecule scenario, one after another
 	for s in $(SCENARIOS); do molecule test -s $$s; done
+
+# Not part of `make test`. About 12-15 minutes; bench/README.md says what is measured where.
+bench: host venv image $(BENCH_VENV)/.installed ## benchmarks: JSON, report and plot under bench/results/<UTC time>/
+	bash bench/setup.sh
+	@run=bench/results/$$(date -u +%Y%m%dT%H%M%SZ); mkdir -p $$run; date +%s > $$run/started; \
+	  ln -sfn $$(basename $$run) bench/results/latest; rc=0; \
+	  $(BENCH_VENV)/bin/python bench/run.py host $$run || rc=1; \
+	  mkdir -p $(dir $(LAB_LOCK)); \
+	  flock $(LAB_LOCK) bash -c "$(MAKE) --no-print-directory lab > $$run/make-lab.log 2>&1 && \
+	    $(BENCH_VENV)/bin/python bench/run.py lab $$run" || rc=1; \
+	  $(BENCH_VENV)/bin/python bench/run.py report $$run || rc=1; \
+	  exit $$rc
+
+$(BENCH_VENV)/.installed: bench/requirements.txt bench/constraints.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install -q --disable-pip-version-check -r bench/requirements.txt -c bench/constraints.txt
+	touch $@
 
 clean: ## remove build output and caches (not the venvs)
 	rm -rf $(BUILD) .pytest_cache

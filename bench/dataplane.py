@@ -1,0 +1,418 @@
+"""Data plane in the container lab: DNS (dnsperf) and HTTP (wrk) from the client through the proxy.
+
+The caller holds the lab lock and has run `make lab` (bench/run.py, `make bench`). Same hosts, one run:
+
+  plain            no nginx in the path: the client sends to upstream1 (172.16.0.11) routed through the proxy
+                   (ip_forward on, client route 172.16.0.0/24 via the proxy, upstreams 192.168.99.0/24 via it)
+                   - the limit; one upstream instead of four (a plain router does not balance)
+  standard         the article's standard UDP reverse proxy (`listen 53 udp; proxy_responses 1; proxy_timeout
+                   1s;`, no proxy_bind) and a standard HTTP reverse proxy on :8080, both written by this file
+  ip_transparency  playbooks/ip_transparency.yml (UDP with proxy_responses 1, HTTP on :80)
+  dsr_router_nat   playbooks/dsr_router_nat.yml
+  dsr_origin_nat   playbooks/dsr_origin_nat.yml
+
+plain and standard are bench-only set-ups (the roles do not provide them); they are applied over the lab's
+baseline (every method removed first with the playbooks' state=absent) and removed afterwards.
+
+The proxy's CPU: the CPU time of the proxy container's cgroup (nginx, in process context, with the
+transmit work its syscalls do) plus the runtime of the threaded-NAPI kthreads of the proxy's two
+interfaces (all its receive processing: UDP/TCP delivery, forwarding, nftables, the egress rewrite). See
+nic.py for why the proxy's veth devices are switched to threaded NAPI for the run (and back afterwards).
+The host-side ends of those veth pairs get their own NAPI threads too, so that the docker bridge's work
+is not charged to the proxy; it is reported apart as "bridge". Named's query log is switched off on the
+upstreams for the run (rndc querylog off, back on afterwards): at tens of thousands of queries per
+second, journald would take the machine.
+"""
+
+import json
+import os
+import re
+import subprocess
+import time
+
+from common import REPO, VENV_PYTHON, BenchError, MachineLoad, loadavg, sh
+
+UPSTREAMS = ["172.16.0.11", "172.16.0.12", "172.16.0.13", "172.16.0.14"]
+VIP = "192.168.99.10"
+CLIENT = "ipt-client"
+PROXY = "ipt-proxy"
+UPSTREAM_HOSTS = ["ipt-upstream%d" % i for i in range(1, 5)]
+BENCH_STREAM = "/etc/nginx/modules-enabled/99-netops-bench-stream.conf"
+BENCH_HTTP = "/etc/nginx/conf.d/netops-bench-http.conf"
+ANSIBLE_ENV = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"),
+                   PATH=os.path.join(REPO, ".venv", "bin") + ":" + os.environ.get("PATH", ""),
+                   ANSIBLE_NOCOLOR="1", PY_COLORS="0")
+
+STANDARD_STREAM = """# netops bench: the article's standard UDP reverse proxy (no transparency)
+stream {
+    upstream bench_dns {
+%s
+    }
+    server {
+        listen 53 udp;
+        proxy_responses 1;
+        proxy_timeout 1s;
+        proxy_pass bench_dns;
+    }
+}
+""" % "\n".join("        server %s:53;" % u for u in UPSTREAMS)
+
+STANDARD_HTTP = """# netops bench: standard HTTP reverse proxy (no transparency)
+upstream bench_http {
+%s
+}
+server {
+    listen 8080;
+    location / {
+        proxy_set_header Host $host;
+        proxy_pass http://bench_http;
+    }
+}
+""" % "\n".join("    server %s:80;" % u for u in UPSTREAMS)
+
+
+def dexec(container, command, check=True, timeout=600):
+    return sh(["docker", "exec", container, "bash", "-c", command], check=check, timeout=timeout)
+
+
+def playbook(name, extra=(), log=print):
+    argv = [os.path.join(REPO, ".venv", "bin", "ansible-playbook"), "-i", os.path.join(REPO, "inventories", "lab"),
+            os.path.join(REPO, "playbooks", name)]
+    for item in extra:
+        argv += ["-e", item]
+    start = time.perf_counter()
+    proc = subprocess.run(argv, cwd=REPO, env=ANSIBLE_ENV, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise BenchError("%s failed (rc %d):\n%s" % (" ".join(argv[1:]), proc.returncode, proc.stdout[-4000:]))
+    log("  playbook %s %s: %.0f s" % (name, " ".join(extra), elapsed))
+    return elapsed
+
+
+class Container(object):
+    def __init__(self, name):
+        info = json.loads(sh(["docker", "inspect", name]).stdout)[0]
+        self.name = name
+        self.id = info["Id"]
+        self.pid = info["State"]["Pid"]
+        self.cpu_file = self._cpu_file()
+
+    def _cpu_file(self):
+        for path in ("/sys/fs/cgroup/cpuacct/docker/%s/cpuacct.usage" % self.id,
+                     "/sys/fs/cgroup/cpu,cpuacct/docker/%s/cpuacct.usage" % self.id,
+                     "/sys/fs/cgroup/system.slice/docker-%s.scope/cpu.stat" % self.id,
+                     "/sys/fs/cgroup/docker/%s/cpu.stat" % self.id):
+            if os.path.exists(path):
+                return path
+        raise BenchError("no cgroup CPU accounting found for container %s" % self.name)
+
+    def cpu_ns(self):
+        with open(self.cpu_file) as handle:
+            text = handle.read()
+        if self.cpu_file.endswith("cpuacct.usage"):
+            return int(text)
+        return int(re.search(r"usage_usec (\d+)", text).group(1)) * 1000
+
+
+def thread_ns(pids):
+    total = 0
+    for pid in pids:
+        with open("/proc/%d/schedstat" % pid) as handle:
+            total += int(handle.read().split()[0])
+    return total
+
+
+def napi_threads():
+    found = {}
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open("/proc/%s/comm" % pid) as handle:
+                    comm = handle.read().strip()
+            except OSError:
+                continue
+            if comm.startswith("napi/"):
+                found[int(pid)] = comm
+    return found
+
+
+class ProxyAccounting(object):
+    """Threaded NAPI on the proxy's veth pairs; CPU = proxy cgroup + proxy-side NAPI threads."""
+
+    NETNS = "netops-bench-proxy"
+
+    def __init__(self, proxy, log):
+        self.proxy = proxy
+        self.log = log
+        self.saved_inner = self.saved_outer = None
+        self.inner_pids, self.outer_pids = [], []
+
+    def _interfaces(self):
+        addrs = json.loads(sh(["ip", "-n", self.NETNS, "-j", "addr", "show"]).stdout)
+        inner, peers = [], []
+        for link in addrs:
+            if any(a.get("local") in (VIP, "172.16.0.1") for a in link.get("addr_info", [])):
+                inner.append(link["ifname"])
+                peers.append(link["link_index"])
+        host = {link["ifindex"]: link["ifname"] for link in json.loads(sh(["ip", "-j", "link", "show"]).stdout)}
+        if len(inner) != 2 or any(p not in host for p in peers):
+            raise BenchError("cannot find the proxy's two veth pairs (found %s, peers %s)" % (inner, peers))
+        return inner, [host[p] for p in peers]
+
+    def _set(self, netns_prefix, devices):
+        before = set(napi_threads())
+        out = sh(netns_prefix + [VENV_PYTHON, os.path.join(REPO, "bench", "nic.py"), "set"] + devices).stdout
+        time.sleep(0.2)
+        new = sorted(set(napi_threads()) - before)
+        return json.loads(out), new
+
+    def enable(self):
+        sh(["ip", "netns", "del", self.NETNS], check=False)
+        sh(["ip", "netns", "attach", self.NETNS, str(self.proxy.pid)])
+        inner, outer = self._interfaces()
+        self.devices = {"proxy": inner, "host": outer}
+        self.saved_inner, self.inner_pids = self._set(["ip", "netns", "exec", self.NETNS], inner)
+        self.saved_outer, self.outer_pids = self._set([], outer)
+        if len(self.inner_pids) < 2 or len(self.outer_pids) < 2:
+            raise BenchError("threaded NAPI threads not found (proxy %s, host %s)" % (self.inner_pids, self.outer_pids))
+        self.log("  proxy accounting: NAPI threads %s (proxy side %s), %s (host side %s)"
+                 % (self.inner_pids, inner, self.outer_pids, outer))
+
+    def disable(self):
+        try:
+            if self.saved_inner:
+                sh(["ip", "netns", "exec", self.NETNS, VENV_PYTHON, os.path.join(REPO, "bench", "nic.py"), "restore",
+                    json.dumps(self.saved_inner)], check=False)
+            if self.saved_outer:
+                sh([VENV_PYTHON, os.path.join(REPO, "bench", "nic.py"), "restore", json.dumps(self.saved_outer)], check=False)
+        finally:
+            sh(["ip", "netns", "del", self.NETNS], check=False)
+
+    def sample(self):
+        for pid in self.inner_pids + self.outer_pids:
+            if not os.path.exists("/proc/%d" % pid):
+                raise BenchError("NAPI thread %d vanished (was the proxy's interface reset?)" % pid)
+        return {"cgroup": self.proxy.cpu_ns(), "napi": thread_ns(self.inner_pids), "bridge": thread_ns(self.outer_pids)}
+
+    @staticmethod
+    def delta(before, after):
+        d = {k: (after[k] - before[k]) / 1e9 for k in before}
+        d["proxy"] = d["cgroup"] + d["napi"]
+        return d
+
+
+def _percentile(sorted_values, q):
+    if not sorted_values:
+        return None
+    index = min(len(sorted_values) - 1, max(0, int(round(q * (len(sorted_values) - 1)))))
+    return sorted_values[index]
+
+
+def parse_dnsperf(text):
+    """Summary counters and latency percentiles (from -v: one '> RCODE name type latency' line per answer)."""
+    def grab(pattern, cast=float, default=None):
+        m = re.search(pattern, text)
+        return cast(m.group(1)) if m else default
+    latencies = []
+    for line in text.splitlines():
+        if line.startswith("> "):
+            try:
+                latencies.append(float(line.split()[-1]))
+            except ValueError:
+                continue
+    latencies.sort()
+    result = {
+        "sent": grab(r"Queries sent:\s+(\d+)", int),
+        "completed": grab(r"Queries completed:\s+(\d+)", int),
+        "lost": grab(r"Queries lost:\s+(\d+)", int),
+        "qps": grab(r"Queries per second:\s+([\d.]+)"),
+        "run_s": grab(r"Run time \(s\):\s+([\d.]+)"),
+        "latency_avg_ms": (grab(r"Average Latency \(s\):\s+([\d.]+)") or 0) * 1000,
+        "latency_p50_ms": (_percentile(latencies, 0.50) or 0) * 1000 if latencies else None,
+        "latency_p99_ms": (_percentile(latencies, 0.99) or 0) * 1000 if latencies else None,
+        "latency_samples": len(latencies),
+        "noerror": grab(r"NOERROR (\d+)", int, 0),
+    }
+    if result["sent"] is None:
+        raise BenchError("dnsperf printed no statistics:\n%s" % text[-2000:])
+    return result
+
+
+def parse_wrk(text):
+    def grab(pattern, default=None):
+        m = re.search(pattern, text)
+        return m.group(1) if m else default
+
+    def ms(value):
+        if value is None:
+            return None
+        m = re.match(r"([\d.]+)(us|ms|s)$", value)
+        return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+    requests = grab(r"(\d+) requests in")
+    if requests is None:
+        raise BenchError("wrk printed no statistics:\n%s" % text[-2000:])
+    errors = grab(r"Socket errors: (.*)")
+    return {
+        "requests": int(requests),
+        "rps": float(grab(r"Requests/sec:\s+([\d.]+)")),
+        "latency_p50_ms": ms(grab(r"\n\s+50%\s+(\S+)")),
+        "latency_p99_ms": ms(grab(r"\n\s+99%\s+(\S+)")),
+        "non_2xx": int(grab(r"Non-2xx or 3xx responses: (\d+)", "0")),
+        "socket_errors": errors.strip() if errors else "",
+    }
+
+
+class Lab(object):
+    def __init__(self, log):
+        self.log = log
+        self.proxy = Container(PROXY)
+        self.accounting = ProxyAccounting(self.proxy, log)
+        self.saved_forward = None
+
+    # --- set-ups --------------------------------------------------------------------------------------
+    def reset_methods(self):
+        """Every method removed (the lab's baseline): origin NAT off the upstreams, the proxy role absent."""
+        return playbook("dsr_origin_nat.yml", ["nginx_transparent_proxy_state=absent", "origin_nat_state=absent"],
+                        log=self.log)
+
+    def _proxy_sysctl(self, key, value=None):
+        prefix = ["nsenter", "-t", str(self.proxy.pid), "-n"]
+        if value is None:
+            return sh(prefix + ["sysctl", "-n", key]).stdout.strip()
+        sh(prefix + ["sysctl", "-qw", "%s=%s" % (key, value)])
+
+    def bench_setup(self):
+        """plain routing + the standard proxies (bench-only configuration, removed by bench_teardown)."""
+        dexec(PROXY, "cat > %s <<'EOF'\n%sEOF\ncat > %s <<'EOF'\n%sEOF\nnginx -t -q && systemctl restart nginx"
+              % (BENCH_STREAM, STANDARD_STREAM, BENCH_HTTP, STANDARD_HTTP))
+        self.saved_forward = self._proxy_sysctl("net.ipv4.ip_forward")
+        self._proxy_sysctl("net.ipv4.ip_forward", 1)
+        dexec(CLIENT, "ip route replace 172.16.0.0/24 via %s" % VIP)
+        for host in UPSTREAM_HOSTS:
+            dexec(host, "ip route replace 192.168.99.0/24 via 172.16.0.1")
+
+    def bench_teardown(self):
+        dexec(PROXY, "rm -f %s %s; nginx -t -q && systemctl restart nginx" % (BENCH_STREAM, BENCH_HTTP), check=False)
+        if self.saved_forward is not None:
+            self._proxy_sysctl("net.ipv4.ip_forward", self.saved_forward)
+        dexec(CLIENT, "ip route del 172.16.0.0/24 via %s" % VIP, check=False)
+        for host in UPSTREAM_HOSTS:
+            dexec(host, "ip route del 192.168.99.0/24 via 172.16.0.1", check=False)
+
+    def querylog(self, on):
+        for host in UPSTREAM_HOSTS:
+            dexec(host, "rndc querylog %s" % ("on" if on else "off"), check=False)
+
+    # --- checks and measurements --------------------------------------------------------------------
+    def check_dns(self, target):
+        out = dexec(CLIENT, "dig +short +time=1 +tries=2 @%s www.example.com A" % target, check=False).stdout.split()
+        if not out or out[0] not in UPSTREAMS:
+            raise BenchError("DNS through %s does not answer (dig: %r)" % (target, out))
+
+    def check_http(self, url):
+        out = dexec(CLIENT, "curl -s -m 3 %s" % url, check=False).stdout
+        if "Hello from" not in out:
+            raise BenchError("HTTP %s does not answer (%r)" % (url, out[:200]))
+
+    def dnsperf(self, target, rate, seconds):
+        cmd = ("printf 'www.example.com A\\n' > /tmp/netops-bench-queries && "
+               "dnsperf -s %s -d /tmp/netops-bench-queries -l %s -Q %d -c 8 -q 1000 -t 1 -v"
+               % (target, seconds, rate))
+        load = MachineLoad().start()
+        before = self.accounting.sample()
+        text = dexec(CLIENT, cmd, timeout=seconds + 60).stdout
+        after = self.accounting.sample()
+        result = parse_dnsperf(text)
+        cpu = ProxyAccounting.delta(before, after)
+        result.update({
+            "offered_qps": rate,
+            "proxy_cpu_s": cpu["proxy"], "proxy_cgroup_s": cpu["cgroup"], "proxy_napi_s": cpu["napi"],
+            "bridge_cpu_s": cpu["bridge"],
+            "proxy_cpu_ms_per_1k": 1e6 * cpu["proxy"] / result["sent"] if result["sent"] else None,
+            "loss_share": result["lost"] / float(result["sent"]) if result["sent"] else None,
+            "machine_busy_share": load.stop(),
+            "loadavg": loadavg(),
+        })
+        return result
+
+    def wrk(self, url, seconds):
+        load = MachineLoad().start()
+        before = self.accounting.sample()
+        text = dexec(CLIENT, "wrk -t2 -c32 -d%ds --latency %s" % (seconds, url), timeout=seconds + 60).stdout
+        after = self.accounting.sample()
+        result = parse_wrk(text)
+        cpu = ProxyAccounting.delta(before, after)
+        result.update({
+            "proxy_cpu_s": cpu["proxy"], "proxy_cgroup_s": cpu["cgroup"], "proxy_napi_s": cpu["napi"],
+            "bridge_cpu_s": cpu["bridge"],
+            "proxy_cpu_ms_per_1k": 1e6 * cpu["proxy"] / result["requests"] if result["requests"] else None,
+            "machine_busy_share": load.stop(),
+            "loadavg": loadavg(),
+        })
+        return result
+
+    def sweep(self, method, target, loads, seconds):
+        self.check_dns(target)
+        runs = []
+        for rate in loads:
+            r = self.dnsperf(target, rate, seconds)
+            runs.append(r)
+            self.log("  %-16s %6d qps offered: %8.0f answered, lost %d, p50 %.2f ms, p99 %.2f ms, proxy %.3f ms CPU/1k q"
+                     % (method, rate, r["qps"] or 0, r["lost"], r["latency_p50_ms"] or -1, r["latency_p99_ms"] or -1,
+                        r["proxy_cpu_ms_per_1k"] or -1))
+        return runs
+
+
+def run(loads, seconds=5, http_seconds=5, log=print):
+    started = time.time()
+    lab = Lab(log)
+    udp, http, setup_s = {}, {}, {}
+    images = sh(["docker", "exec", CLIENT, "bash", "-c", "dnsperf -h 2>&1 | grep -m1 Version; wrk -v 2>&1 | head -1; "
+                 "nginx -v 2>&1"], check=False).stdout
+    lab.querylog(False)
+    try:
+        lab.accounting.enable()
+        setup_s["reset"] = lab.reset_methods()
+        t = time.perf_counter()
+        lab.bench_setup()
+        setup_s["bench_setup"] = time.perf_counter() - t
+        try:
+            lab.check_http("http://%s:8080/" % VIP)
+            lab.check_http("http://%s/" % UPSTREAMS[0])
+            udp["standard"] = lab.sweep("standard", VIP, loads, seconds)
+            udp["plain"] = lab.sweep("plain", UPSTREAMS[0], loads, seconds)
+            http["standard"] = lab.wrk("http://%s:8080/" % VIP, http_seconds)
+            http["plain"] = lab.wrk("http://%s/" % UPSTREAMS[0], http_seconds)
+        finally:
+            lab.bench_teardown()
+        setup_s["ip_transparency"] = playbook("ip_transparency.yml", log=log)
+        lab.check_http("http://%s/" % VIP)
+        udp["ip_transparency"] = lab.sweep("ip_transparency", VIP, loads, seconds)
+        http["ip_transparency"] = lab.wrk("http://%s/" % VIP, http_seconds)
+        setup_s["dsr_router_nat"] = playbook("dsr_router_nat.yml", log=log)
+        udp["dsr_router_nat"] = lab.sweep("dsr_router_nat", VIP, loads, seconds)
+        setup_s["dsr_origin_nat"] = playbook("dsr_origin_nat.yml", log=log)
+        udp["dsr_origin_nat"] = lab.sweep("dsr_origin_nat", VIP, loads, seconds)
+    finally:
+        lab.accounting.disable()
+        lab.querylog(True)
+    for name, r in http.items():
+        log("  http %-16s %8.0f req/s, p50 %.2f ms, p99 %.2f ms, proxy %.3f ms CPU/1k req"
+            % (name, r["rps"], r["latency_p50_ms"] or -1, r["latency_p99_ms"] or -1, r["proxy_cpu_ms_per_1k"] or -1))
+    return {
+        "where": "container lab (systemd containers on docker bridges, host kernel %s)" % os.uname().release,
+        "tools": images.strip().splitlines(),
+        "dns": {"loads": list(loads), "seconds": seconds,
+                "dnsperf": "-c 8 -q 1000 -t 1 -Q <load> -l %d, query www.example.com A" % seconds,
+                "methods": udp},
+        "http": {"seconds": http_seconds, "wrk": "-t2 -c32 -d%ds --latency" % http_seconds, "methods": http},
+        "proxy_cpu_accounting": "proxy container cgroup + threaded-NAPI kthreads of the proxy's two veth devices",
+        "napi_devices": getattr(lab.accounting, "devices", {}),
+        "setup_s": setup_s,
+        "elapsed_s": time.time() - started,
+    }
+
+
+if __name__ == "__main__":
+    import sys
+    print(json.dumps(run([2000, 8000], seconds=3, http_seconds=3, log=lambda m: print(m, file=sys.stderr)), indent=2))

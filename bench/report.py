@@ -1,0 +1,243 @@
+"""report.md and bench.png from results.json (bench/run.py report). Needs matplotlib (.venv-bench)."""
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from targets import dns_reference, saturated  # noqa: E402
+
+ORDER = ("plain", "standard", "ip_transparency", "dsr_router_nat", "dsr_origin_nat")
+LABEL = {
+    "plain": "plain routing, no nginx (limit)",
+    "standard": "standard nginx UDP proxy",
+    "ip_transparency": "IP transparency",
+    "dsr_router_nat": "DSR router NAT",
+    "dsr_origin_nat": "DSR origin NAT",
+}
+
+
+def _f(value, fmt="%.2f"):
+    return "-" if value is None else fmt % value
+
+
+def targets_table(targets):
+    lines = ["| target | measured | bound | status | detail |", "|---|---|---|---|---|"]
+    for t in targets:
+        value = "-" if t["value"] is None else "%s %s" % (t["value"], t["unit"])
+        detail = t["reason"] if t["status"] == "not measured" else t["detail"]
+        lines.append("| %s | %s | %s | **%s** | %s |" % (t["description"], value, t["bound"], t["status"], detail))
+    return lines
+
+
+def dns_table(dp):
+    methods = dp["dns"]["methods"]
+    lines = ["| method | offered q/s | answered q/s | lost | p50 ms | p99 ms | proxy CPU ms / 1000 q | vs standard | machine busy |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    std = {r["offered_qps"]: r for r in methods.get("standard", [])}
+    for m in ORDER:
+        for r in methods.get(m, []):
+            ref = std.get(r["offered_qps"])
+            ratio = (r["proxy_cpu_ms_per_1k"] / ref["proxy_cpu_ms_per_1k"]) if ref and ref["proxy_cpu_ms_per_1k"] else None
+            lines.append("| %s | %d | %.0f | %d | %s | %s | %s | %s | %d %% |" % (
+                LABEL[m] + (" (saturated)" if m == "standard" and saturated(r) else ""), r["offered_qps"],
+                r["completed"] / float(r["run_s"] or 1), r["lost"], _f(r["latency_p50_ms"]), _f(r["latency_p99_ms"]),
+                _f(r["proxy_cpu_ms_per_1k"], "%.3f"), _f(ratio, "%.2fx"), 100 * r["machine_busy_share"]))
+    return lines
+
+
+def http_table(dp):
+    lines = ["| path | requests/s | p50 ms | p99 ms | errors | proxy CPU ms / 1000 req |", "|---|---|---|---|---|---|"]
+    for m in ("plain", "standard", "ip_transparency"):
+        r = dp["http"]["methods"].get(m)
+        if r:
+            lines.append("| %s | %.0f | %s | %s | %s | %s |" % (
+                {"plain": "plain routing (limit)", "standard": "standard reverse proxy", "ip_transparency": "IP transparency"}[m],
+                r["rps"], _f(r["latency_p50_ms"]), _f(r["latency_p99_ms"]),
+                ("%d non-2xx %s" % (r["non_2xx"], r["socket_errors"])).strip(), _f(r["proxy_cpu_ms_per_1k"], "%.3f")))
+    return lines
+
+
+def cp_table(cp, vm):
+    lines = ["| upstreams | module apply s | no-change re-run s | one `nft` process per rule s | one `tc` process per rule s | speed-up vs tc | vs nft |",
+             "|---|---|---|---|---|---|---|"]
+    for n, v in sorted(cp["counts"].items(), key=lambda kv: int(kv[0])):
+        lines.append("| %s | %.3f | %.3f | %.3f | %.3f | %.2fx | %.2fx |" % (
+            n, v["module_apply_s"], v["module_rerun_s"], v["per_process_nft_s"], v["per_process_tc_s"],
+            v["speedup_vs_tc_processes"], v["speedup_vs_nft_processes"]))
+    if vm and vm.get("speedup") is not None:
+        lines += ["", "In the qemu VM (Debian kernel %s with act_nat, TCG emulation, %d upstreams): module with the tc backend "
+                  "%.2f s, no-change re-run %.2f s, the article's %d `tc filter ... action nat` processes %.2f s: %.1fx."
+                  % (vm["kernel"], vm["n"], vm["module_apply_s"], vm["module_rerun_s"], vm["n"], vm["per_process_s"], vm["speedup"])]
+    elif vm:
+        lines += ["", "VM comparison not measured: %s" % vm.get("reason")]
+    return lines
+
+
+def pp_table(pp):
+    lines = ["| chain | rules | delivered pkt / CPU-s (median) | range | pkt/s wall (median) | vs forward | correct rewrite |",
+             "|---|---|---|---|---|---|---|"]
+    fwd = pp["chains"]["forward"]["pps_cpu_median"]
+    for kind in ("forward", "rewrite_1", "rewrite_4096", "linear_4096"):
+        c = pp["chains"][kind]
+        lines.append("| %s | %d | %.0f | %.0f-%.0f | %.0f | %.3f | %s |" % (
+            kind, c["rules"], c["pps_cpu_median"], c["pps_cpu_range"][0], c["pps_cpu_range"][1], c["pps_wall_median"],
+            c["pps_cpu_median"] / fwd, "yes" if c["rewrite_correct"] else "NO"))
+    return lines
+
+
+def plot(out, data):
+    dp, cp, pp = data.get("dataplane"), data.get("controlplane"), data.get("perpacket")
+    fig, axes = plt.subplots(2, 3, figsize=(17, 9.5))
+    colors = {"plain": "grey", "standard": "tab:red", "ip_transparency": "tab:orange", "dsr_router_nat": "tab:blue",
+              "dsr_origin_nat": "tab:green"}
+    if dp:
+        methods = dp["dns"]["methods"]
+        for m in ORDER:
+            runs = methods.get(m, [])
+            x = [r["offered_qps"] for r in runs]
+            axes[0][0].plot(x, [r["proxy_cpu_ms_per_1k"] for r in runs], "o-", color=colors[m], label=LABEL[m])
+            axes[0][1].plot(x, [r["latency_p50_ms"] for r in runs], "o-", color=colors[m], label=LABEL[m] + " p50")
+            axes[0][1].plot(x, [r["latency_p99_ms"] for r in runs], "x:", color=colors[m])
+            axes[0][2].plot(x, [r["completed"] / float(r["run_s"] or 1) for r in runs], "o-", color=colors[m], label=LABEL[m])
+        sat = dns_reference(dp)[1]
+        for ax in axes[0]:
+            if sat:
+                ax.axvline(sat, color="tab:red", alpha=0.3, linestyle="--")
+            ax.set_xlabel("offered load (DNS queries/s)")
+            ax.grid(alpha=0.3)
+        axes[0][0].set_title("proxy CPU per 1000 queries (ms)")
+        axes[0][1].set_title("latency p50 (solid) and p99 (dotted), ms")
+        axes[0][1].set_yscale("log")
+        axes[0][2].set_title("answered queries/s (dashed: standard saturates)")
+        loads = [r["offered_qps"] for r in methods.get("standard", [])]
+        if loads:
+            axes[0][2].plot(loads, loads, color="black", alpha=0.2, label="offered")
+        axes[0][0].legend(fontsize=8)
+        axes[0][2].legend(fontsize=8)
+    if cp:
+        ns = sorted(int(n) for n in cp["counts"])
+        c = cp["counts"]
+        ax = axes[1][0]
+        ax.plot(ns, [c[str(n)]["module_apply_s"] for n in ns], "o-", label="tc_nat_filter apply (module process)")
+        ax.plot(ns, [c[str(n)]["module_rerun_s"] for n in ns], "s--", label="tc_nat_filter no-change re-run")
+        ax.plot(ns, [c[str(n)]["per_process_tc_s"] for n in ns], "^-", label="one tc process per upstream")
+        ax.plot(ns, [c[str(n)]["per_process_nft_s"] for n in ns], "v-", label="one nft process per upstream")
+        ax.axhline(1.0, color="black", alpha=0.2)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("upstreams")
+        ax.set_title("control plane: apply time (s), host, nftables backend")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if pp:
+        kinds = ("forward", "rewrite_1", "rewrite_4096", "linear_4096")
+        ax = axes[1][1]
+        vals = [pp["chains"][k]["pps_cpu_median"] / 1000 for k in kinds]
+        ax.bar(["forward\n(no rewrite)", "rewrite\n1 rule", "rewrite\n4096 rules", "linear chain\n4096 rules"], vals,
+               color=["grey", "tab:blue", "tab:blue", "tab:purple"])
+        for i, v in enumerate(vals):
+            ax.text(i, v, "%.0f" % v, ha="center", va="bottom", fontsize=8)
+        ax.set_title("per-packet: forwarded kpkt per CPU-second")
+        ax.grid(alpha=0.3, axis="y")
+    if dp and dp["http"]["methods"]:
+        ax = axes[1][2]
+        names = [m for m in ("plain", "standard", "ip_transparency") if m in dp["http"]["methods"]]
+        rps = [dp["http"]["methods"][m]["rps"] for m in names]
+        ax.bar(names, rps, color=[colors[m] for m in names])
+        for i, v in enumerate(rps):
+            cpu = dp["http"]["methods"][names[i]]["proxy_cpu_ms_per_1k"]
+            ax.text(i, v, "%.0f req/s\n%.2f ms CPU/1k" % (v, cpu or 0), ha="center", va="bottom", fontsize=8)
+        ax.set_title("HTTP (wrk -c32): requests/s")
+        ax.grid(alpha=0.3, axis="y")
+    m = data.get("machine") or {}
+    fig.suptitle("netops.ip_transparency bench, %s, %s (%s CPUs), kernel %s; load avg at start %s"
+                 % (m.get("date_utc"), m.get("cpu"), m.get("cpus"), m.get("kernel"), m.get("loadavg_at_start")), fontsize=10)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "bench.png"), dpi=90)
+    plt.close(fig)
+
+
+def write(out, data):
+    plot(out, data)
+    m = data.get("machine") or {}
+    dp, cp, pp, vm = data.get("dataplane"), data.get("controlplane"), data.get("perpacket"), data.get("vm")
+    timing = data.get("timing") or {}
+    lines = [
+        "# netops.ip_transparency benchmark",
+        "",
+        "Run of %s on `%s`: %s, %s CPUs (%s), %s GiB, kernel %s. Load average at start %s%s."
+        % (m.get("date_utc"), m.get("hostname"), m.get("os"), m.get("cpus"), m.get("cpu"), m.get("memory_gib"),
+           m.get("kernel"), m.get("loadavg_at_start"),
+           ("; whole bench %.0f s" % timing["total_s"]) if timing.get("total_s") else ""),
+        "",
+        "The machine is shared: absolute figures are noise, the ratios between methods measured in the same run are the "
+        "result. 'machine busy' is the share of all CPUs busy during a run (ours and everybody else's).",
+        "",
+        "![bench](bench.png)",
+        "",
+        "## Targets",
+        "",
+    ] + targets_table(data["targets"]) + [""]
+    if dp:
+        sat = dns_reference(dp)[1]
+        lines += [
+            "## DNS over UDP (dnsperf from the client, same offered loads for every method)",
+            "",
+            "dnsperf %s. Proxy CPU = the proxy container's cgroup (nginx) + the threaded-NAPI kthreads of the proxy's two "
+            "veth devices (every packet the proxy receives: delivery, forwarding, nftables, the egress rewrite). The standard "
+            "proxy saturates at %s (answered < %d %% of offered or > 0.1 %% lost). plain = upstream1 directly, routed "
+            "through the proxy, no nginx. DSR origin NAT: the rewrite runs on the upstreams, not on the proxy, so it is "
+            "not in the proxy's CPU (that is the method's point)."
+            % (dp["dns"]["dnsperf"], ("%d q/s" % sat) if sat else "no load of the sweep", 97),
+            "",
+        ] + dns_table(dp) + [
+            "",
+            "## HTTP (wrk from the client)",
+            "",
+            "wrk %s; plain = upstream1 directly through the proxy's routing, standard = nginx reverse proxy on :8080 "
+            "(bench configuration), IP transparency = the role's service on :80." % dp["http"]["wrk"],
+            "",
+        ] + http_table(dp) + [""]
+        lines += ["Lab set-up times (s): " + ", ".join("%s %.0f" % kv for kv in sorted(dp["setup_s"].items())), ""]
+    else:
+        lines += ["## Data plane", "", "Not measured: the lab phase did not run.", ""]
+    if cp:
+        lines += [
+            "## Control plane: tc_nat_filter apply time (%s)" % cp["where"],
+            "",
+            "Module process (`python tc_nat_filter.py args.json`, as Ansible runs it on the target, without Ansible's "
+            "connection overhead), backend auto = nftables on this kernel (no act_nat); medians of %d. One process per "
+            "rule: a shell loop of `nft add rule netdev ... ip saddr X udp sport 53 ip saddr set VIP`, and of the "
+            "article's `tc filter add ... u32 match ip src X match ip sport 53` WITHOUT `action nat egress X VIP` (this "
+            "kernel cannot load act_nat; the VM line below runs the real commands)." % cp["repeat"],
+            "",
+        ] + cp_table(cp, vm) + [""]
+    if pp:
+        lines += [
+            "## Per-packet cost as rules grow (%s)" % pp["where"],
+            "",
+            "%s. src -> mid (forwards; tc_nat_filter's rewrite on the egress of its outgoing veth) -> sink (counts, "
+            "drops). The blaster sends from the LAST of the N upstream addresses. veth forwards inside the sender's "
+            "sendmmsg(), so packets per CPU-second of the sending thread is the inverse per-packet cost of the whole path "
+            "(ksoftirqd took %.1f %% of it). linear_4096 is the article's shape for contrast (one rule per upstream)."
+            % (pp["method"], 100 * max(c["ksoftirqd_share"] or 0 for c in pp["chains"].values())),
+            "",
+        ] + pp_table(pp) + [""]
+    lines += [
+        "## What was measured where",
+        "",
+        "- Data plane: the container lab (systemd containers on docker bridges, this host's kernel), one run, same hosts. "
+        "The three methods are set up by the collection's playbooks; plain routing and the standard proxy by "
+        "bench/dataplane.py (they are not the roles' job) and removed afterwards.",
+        "- Control plane and per-packet cost: this host's kernel in network namespaces, nftables backend (what `auto` "
+        "picks here). The tc backend and the article's real `tc ... action nat` commands only run in the qemu VM "
+        "(tests/vm, Debian's kernel under TCG emulation, 15-25x slower, Python imports over 9p even more): its figure is "
+        "a same-VM ratio only.",
+        "- Not measured: anything on hardware NICs; the tc backend's per-packet cost (no act_nat on this kernel).",
+        "",
+    ]
+    with open(os.path.join(out, "report.md"), "w") as handle:
+        handle.write("\n".join(lines) + "\n")
