@@ -25,7 +25,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PY_COLORS := 0
 export ANSIBLE_NOCOLOR := 1
 
-.PHONY: help host venv compat image lab lab-down demo test unit integration vm sanity lint \
+.PHONY: help host venv compat image lab lab-down demo test unit integration vm vm-kernel sanity lint \
         collection molecule clean bench
 
 help: ## list the targets
@@ -72,13 +72,16 @@ test: unit integration vm collection sanity lint molecule ## every test
 unit: venv ## pytest unit tests
 	pytest tests/unit
 
-integration: venv compat ## modules against the real kernel in network namespaces (both pyroute2 versions)
+integration: venv compat vm-kernel ## modules against the real kernel in network namespaces (both pyroute2 versions)
 	pytest tests/integration
 	$(COMPAT)/bin/pytest tests/integration
 
-vm: host venv ## tc backend tests in a qemu VM booted with Debian's stock kernel (has act_nat)
+vm-kernel: host ## fetch Debian's stock kernel and build the qemu harness's initramfs (cached in .cache/vm)
 	bash tests/vm/setup.sh
+
+vm: venv compat vm-kernel ## tc backend tests in a qemu VM booted with Debian's stock kernel (has act_nat), both pyroute2 versions
 	tests/vm/run-in-vm -- $(CURDIR)/$(VENV)/bin/pytest -p no:cacheprovider -m needs_tc_nat tests/integration
+	tests/vm/run-in-vm -- $(CURDIR)/$(COMPAT)/bin/pytest -p no:cacheprovider -m needs_tc_nat tests/integration
 
 collection: venv ## build the collection and install the tarball; ansible-doc reads the installed copy
 	rm -rf $(BUILD)/dist $(BUILD)/install

@@ -83,6 +83,7 @@ SENDER = textwrap.dedent("""
 
 def ns_python(ns, code, *args, **kwargs):
     cmd = ["ip", "netns", "exec", ns, sys.executable, "-c", code] + [str(a) for a in args]
+    kwargs.setdefault("check", False)
     return subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=COLLECTIONS), **kwargs)
 
 
@@ -117,7 +118,7 @@ class Pair(object):
             items = ["%s,%s,%d,%s,%d,%s" % (mode, src, sport, dst, port, tag) for mode, src, sport, tag in datagrams]
             sent = ns_python(self.up, SENDER, *items)
             assert sent.returncode == 0, sent.stderr
-            out, _ = receiver.communicate(timeout=timeout + 30)
+            out = receiver.communicate(timeout=timeout + 30)[0]
         finally:
             if receiver.poll() is None:
                 receiver.kill()

@@ -1,1 +1,0 @@
-"""Unit tests of the module_utils (a package so their basenames may repeat tests/integration's)."""

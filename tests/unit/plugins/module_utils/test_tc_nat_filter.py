@@ -395,9 +395,9 @@ LISTED = {"nftables": [
     {"chain": {"family": "netdev", "table": "netops_nat_eth0", "name": "egress", "handle": 1, "type": "filter", "hook": "egress", "prio": 0,
                "policy": "accept"}},
 ] + [{"rule": {"family": "netdev", "table": "netops_nat_eth0", "chain": "egress", "handle": 4 + i, "expr": [{"mangle": {
-    "key": {"payload": {"protocol": fam, "field": "saddr"}},
-    "value": {"map": {"key": {"concat": [{"payload": {"protocol": fam, "field": "saddr"}}, {"meta": {"key": "l4proto"}},
-                                         {"payload": {"protocol": "th", "field": "sport"}}]}, "data": "@%s" % name}}}}]}}
+        "key": {"payload": {"protocol": fam, "field": "saddr"}},
+        "value": {"map": {"key": {"concat": [{"payload": {"protocol": fam, "field": "saddr"}}, {"meta": {"key": "l4proto"}},
+                                             {"payload": {"protocol": "th", "field": "sport"}}]}, "data": "@%s" % name}}}}]}}
     for i, (fam, name) in enumerate((("ip", "snat4"), ("ip6", "snat6")))]}
 
 
@@ -406,7 +406,10 @@ def read_listed(listed, text=None):
         def _run(self, args, stdin=None):
             if args[0] == "-j":
                 return 0, json.dumps(listed), ""
-            return 0, text if text is not None else 'table netdev netops_nat_eth0 {\n\tcomment "%s"\n\t\ttype filter hook egress device "eth0" priority filter;' % nftb.comment("eth0"), ""
+            if text is not None:
+                return 0, text, ""
+            header = 'table netdev netops_nat_eth0 {\n\tcomment "%s"\n\t\ttype filter hook egress device "eth0" priority filter;'
+            return 0, header % nftb.comment("eth0"), ""
 
     return Fake("eth0", nft="/usr/sbin/nft")
 
