@@ -1,0 +1,77 @@
+# -*- coding: utf-8 -*-
+# Copyright: netops maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Controller side of the troubleshoot role: the diagnosis, the packet trace and the report.
+
+The logic lives in plugins/module_utils/troubleshoot.py (pure functions, unit tested); these
+filters only hand the role's data to it.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+name: troubleshoot
+short_description: Diagnose a transparent proxy deployment from transparency_facts snapshots
+description:
+  - C(troubleshoot_diagnose(config, hosts)) - every check over every proxy and upstream host, as a list of
+    C({host, check, severity, problem, evidence, fix}) (severity ok, warning or error).
+  - C(troubleshoot_ping_plan(config, hosts)) - the pings to run, C([{host, target}]) - the proxy to every upstream,
+    every upstream to its gateway.
+  - C(troubleshoot_method(facts)) - the method named in the collection's nginx files (C('') when none).
+  - C(troubleshoot_trace(config, probes, captures)) - follows each probe through the tcpdump captures of every
+    host, hop by hop, and names the host where the probe or its reply disappeared.
+  - C(troubleshoot_first_host(networks)), C(troubleshoot_upstream_address(facts, upstreams)) and
+    C(troubleshoot_probes(lines, host, client_address, service, kind)) - small helpers of the role.
+  - C(troubleshoot_report(config, findings, traces)) - both as readable text.
+author: netops maintainers
+"""
+
+from ansible_collections.netops.ip_transparency.plugins.module_utils import troubleshoot
+
+
+def troubleshoot_diagnose(config, hosts, pings=()):
+    return troubleshoot.diagnose(config, hosts, pings)
+
+
+def troubleshoot_ping_plan(config, hosts):
+    return troubleshoot.ping_plan(config, hosts)
+
+
+def troubleshoot_method(facts):
+    return troubleshoot.detect_method(facts) or ""
+
+
+def troubleshoot_trace(config, probes, captures):
+    return troubleshoot.trace(config, probes, captures)
+
+
+def troubleshoot_report(config, findings, traces=None):
+    return troubleshoot.report(config, findings, traces)
+
+
+def troubleshoot_first_host(networks):
+    return troubleshoot.first_host(networks)
+
+
+def troubleshoot_upstream_address(facts, upstreams):
+    return troubleshoot.upstream_address(facts, upstreams)
+
+
+def troubleshoot_probes(lines, host, client_address, service, kind):
+    return troubleshoot.parse_probes(lines, host, client_address, service, kind)
+
+
+class FilterModule(object):
+    def filters(self):
+        return {
+            "troubleshoot_diagnose": troubleshoot_diagnose,
+            "troubleshoot_ping_plan": troubleshoot_ping_plan,
+            "troubleshoot_method": troubleshoot_method,
+            "troubleshoot_trace": troubleshoot_trace,
+            "troubleshoot_report": troubleshoot_report,
+            "troubleshoot_first_host": troubleshoot_first_host,
+            "troubleshoot_upstream_address": troubleshoot_upstream_address,
+            "troubleshoot_probes": troubleshoot_probes,
+        }

@@ -1,0 +1,184 @@
+# -*- coding: utf-8 -*-
+# Copyright: netops maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Read-only snapshot of the kernel and nginx state the transparent proxy methods depend on.
+
+Everything is read through the collection's own readers (ip_rule, policy_route, rp_filter,
+tc_nat_backend_tc / tc_nat_backend_nft, tc_nat_filter.act_nat_support), so the troubleshooter
+sees the kernel exactly as the modules that change it do. Nothing here writes anything; the
+result is plain data (strings, ints, lists, dicts) for troubleshoot.diagnose on the controller.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import ipaddress
+import os
+import re
+
+from ansible_collections.netops.ip_transparency.plugins.module_utils import ip_rule, policy_route
+from ansible_collections.netops.ip_transparency.plugins.module_utils import rp_filter as rpf
+from ansible_collections.netops.ip_transparency.plugins.module_utils.common import NetlinkError, interface_names
+from ansible_collections.netops.ip_transparency.plugins.module_utils.netlink import attr, parse_table
+from ansible_collections.netops.ip_transparency.plugins.module_utils.tc_nat_filter import act_nat_support
+
+AF_INET = 2
+CAP_NET_RAW = 13
+NGINX_ERROR_LOG = "/var/log/nginx/error.log"
+ERROR_LOG_TAIL = 65536
+TRANSPARENT_ERRORS = re.compile(r"IP_TRANSPARENT|IP_BIND_ADDRESS_NO_PORT|transparent", re.I)
+
+
+def _read(path, default=None):
+    try:
+        with open(path) as handle:
+            return handle.read().strip()
+    except (IOError, OSError):
+        return default
+
+
+def addresses(ipr):
+    """Every IPv4 address of the host: [{interface, address, prefix, network}]."""
+    names = interface_names(ipr)
+    found = []
+    for msg in ipr.get_addr(family=AF_INET):
+        address = attr(msg, "IFA_LOCAL") or attr(msg, "IFA_ADDRESS")
+        if address is None:
+            continue
+        network = ipaddress.ip_interface("%s/%d" % (address, msg["prefixlen"])).network
+        found.append({"interface": names.get(msg["index"], "if%d" % msg["index"]), "address": address,
+                      "prefix": msg["prefixlen"], "network": str(network)})
+    return found
+
+
+def links(ipr):
+    """name -> {up: bool (IFF_UP), operstate}."""
+    result = {}
+    for link in ipr.get_links():
+        result[link.get_attr("IFLA_IFNAME")] = {"up": bool(link["flags"] & 1), "operstate": link.get_attr("IFLA_OPERSTATE")}
+    return result
+
+
+def rules(ipr):
+    """The IPv4 policy routing rules, in priority order, as data and as ``ip rule`` lines."""
+    return [{"line": r.render(), "priority": r.priority, "fwmark": r.fwmark, "fwmask": r.fwmask, "table": r.table,
+             "action": r.action, "selectors": bool(r.src or r.dst or r.iif or r.oif or r.foreign)}
+            for r in ip_rule.read_rules(ipr, 4)]
+
+
+def _route_dict(route):
+    data = route.as_params()
+    data["line"] = route.render()
+    return data
+
+
+def routes(ipr, tables):
+    """table name/number -> its IPv4 routes (data plus ``ip route`` lines)."""
+    return dict((str(table), [_route_dict(r) for r in policy_route.read_routes(ipr, 4, parse_table(table))]) for table in tables)
+
+
+def route_get(ipr, destinations):
+    """address -> the kernel's route to it (``ip route get``): type, gateway, device, source, or error."""
+    names = interface_names(ipr)
+    result = {}
+    for dest in destinations:
+        try:
+            msgs = ipr.route("get", dst=str(dest))
+        except NetlinkError as exc:
+            result[str(dest)] = {"error": "%s" % (exc.args[1] if len(exc.args) > 1 else exc)}
+            continue
+        route = policy_route.from_netlink(msgs[0], names)
+        result[str(dest)] = {"type": route.type, "gateway": None if route.gateway is None else str(route.gateway),
+                             "device": route.device, "source": None if route.source is None else str(route.source),
+                             "table": route.table}
+    return result
+
+
+def sysctls(root="/proc/sys/net/ipv4"):
+    """ip_forward, udp_early_demux and rp_filter per interface (configured and effective, max(all, iface))."""
+    current = rpf.Sysctl(os.path.join(root, "conf")).read_all()
+    values = dict((iface, {"configured": rpf.NAMES.get(value, str(value)), "effective": rpf.NAMES.get(rpf.effective(current, iface), "?")})
+                  for iface, value in current.items())
+    return {"ip_forward": _read(os.path.join(root, "ip_forward")), "udp_early_demux": _read(os.path.join(root, "udp_early_demux")),
+            "rp_filter": values}
+
+
+def nat_rules(ipr, devices):
+    """device -> the stateless NAT rules on it, per backend, as tc_nat_filter reads them."""
+    from ansible_collections.netops.ip_transparency.plugins.module_utils.tc_nat_backend_nft import NftBackend
+    from ansible_collections.netops.ip_transparency.plugins.module_utils.tc_nat_backend_tc import TcBackend
+
+    result = {}
+    for device in devices:
+        found = ipr.link_lookup(ifname=device)
+        if not found:
+            continue
+        entry = {}
+        try:
+            entry["tc"] = [rule.as_dict() for rule in TcBackend(ipr, device, found[0]).read().rules]
+        except Exception as exc:  # reading must never stop the report: say what failed instead
+            entry["tc"] = []
+            entry["tc_error"] = str(exc)
+        nft = NftBackend(device).read()
+        entry["nftables"] = [rule.as_dict() for rule in nft.rules]
+        if nft.problems:
+            entry["nftables_problems"] = list(nft.problems)
+        result[device] = entry
+    return result
+
+
+def nginx_processes(proc="/proc"):
+    """nginx master/worker processes: pid, role, uid, whether CAP_NET_RAW is effective."""
+    found = []
+    for pid in sorted((p for p in os.listdir(proc) if p.isdigit()), key=int):
+        cmdline = _read(os.path.join(proc, pid, "cmdline"), "") or ""
+        cmdline = cmdline.replace("\0", " ").strip()
+        if not cmdline.startswith("nginx:"):
+            continue
+        status = _read(os.path.join(proc, pid, "status"), "") or ""
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        uid = int(fields.get("Uid", "-1").split()[1]) if fields.get("Uid") else -1
+        cap_eff = int(fields.get("CapEff", "0").strip() or "0", 16)
+        found.append({"pid": int(pid), "role": "master" if "master process" in cmdline else "worker" if "worker process" in cmdline else "other",
+                      "uid": uid, "net_raw": bool(cap_eff & (1 << CAP_NET_RAW)) or uid == 0, "cmdline": cmdline})
+    return found
+
+
+def error_log_tail(path=NGINX_ERROR_LOG, size=ERROR_LOG_TAIL, keep=5):
+    """The last ``keep`` lines of nginx's error log about transparent binding (bounded read)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - size))
+            text = handle.read().decode("utf-8", "replace")
+    except (IOError, OSError):
+        return []
+    return [line for line in text.splitlines() if TRANSPARENT_ERRORS.search(line)][-keep:]
+
+
+def gather(ipr, run_command, tables=("main",), destinations=(), nginx=False):
+    """The whole snapshot. ``run_command(argv) -> (rc, out, err)`` runs read-only commands (nft, nginx -T)."""
+    addrs = addresses(ipr)
+    link_state = links(ipr)
+    devices = sorted(name for name in link_state if name != "lo")
+    act_nat, act_nat_how = act_nat_support()
+    rc, ruleset, err = run_command(["nft", "list", "ruleset"])
+    facts = {
+        "kernel": os.uname()[2],
+        "addresses": addrs,
+        "links": link_state,
+        "rules": rules(ipr),
+        "routes": routes(ipr, tables),
+        "route_get": route_get(ipr, destinations),
+        "sysctl": sysctls(),
+        "nat": nat_rules(ipr, devices),
+        "act_nat": {"available": act_nat, "how": act_nat_how},
+        "nft_ruleset": ruleset.splitlines() if rc == 0 else [],
+        "nft_error": "" if rc == 0 else (err or "").strip(),
+    }
+    if nginx:
+        rc, out, err = run_command(["nginx", "-T"])
+        facts["nginx"] = {"rc": rc, "config": out, "test": (err or "").strip().splitlines()[-3:],
+                          "processes": nginx_processes(), "error_log": error_log_tail()}
+    return facts

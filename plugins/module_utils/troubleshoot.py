@@ -1,0 +1,750 @@
+# -*- coding: utf-8 -*-
+# Copyright: netops maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Diagnosis of a transparent proxy deployment from read-only snapshots (transparency_facts).
+
+Pure functions, run on the controller by the troubleshoot role's filters:
+
+- ``diagnose(config, hosts)``: the article's troubleshooting checklist as checks over every
+  proxy and upstream host - nginx (transparent binding, proxy_responses, worker privileges),
+  the fwmark rule, local route and reply marking, forwarding, the stateless NAT rules and
+  whether the kernel can run them, the upstreams' route back to the clients, effective
+  reverse-path filtering against the real routes, overlapping networks, reachability (ping).
+  Each result is ``{host, check, severity (ok|warning|error), problem, evidence, fix}``.
+- ``trace(config, captures)``: follows each probe through the tcpdump captures of every host,
+  hop by hop, and says where the probe or its reply disappeared.
+- ``report(...)``: both as readable text.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import ipaddress
+import re
+
+STRICT, LOOSE, OFF = "strict", "loose", "off"
+MAIN_RULE_PRIORITY = 32766
+NFT_EGRESS_KERNEL = (5, 16)  # the netdev egress hook of the nftables NAT backend
+
+
+# --- small helpers -------------------------------------------------------------------------------
+
+
+def _ip(value):
+    try:
+        return ipaddress.ip_address(str(value).strip())
+    except ValueError:
+        return None
+
+
+def _net(value):
+    try:
+        return ipaddress.ip_network(str(value).strip(), strict=False)
+    except ValueError:
+        return None
+
+
+def _kernel_version(release):
+    match = re.match(r"(\d+)\.(\d+)", release or "")
+    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+
+
+class Results(object):
+    """Collects the outcome of every check."""
+
+    def __init__(self):
+        self.items = []
+
+    def add(self, host, check, severity, problem, evidence=(), fix=""):
+        self.items.append({"host": host, "check": check, "severity": severity, "problem": problem,
+                           "evidence": [str(line) for line in evidence], "fix": fix})
+
+    def ok(self, host, check, what):
+        self.add(host, check, "ok", what)
+
+
+# --- nginx configuration ---------------------------------------------------------------------------
+
+TOKEN = re.compile(r"""'[^']*'|"[^"]*"|[{};]|[^\s{};]+""")
+
+
+class Block(object):
+    def __init__(self, name, args, parent=None):
+        self.name = name
+        self.args = args
+        self.parent = parent
+        self.children = []
+
+    def directives(self, name):
+        return [child for child in self.children if child.name == name]
+
+    def walk(self):
+        for child in self.children:
+            yield child
+            yield from child.walk()
+
+    def inherited(self, name):
+        """The directive ``name`` here, else in the nearest enclosing block, else in the blocks inside (locations)."""
+        node = self
+        while node is not None:
+            found = node.directives(name)
+            if found:
+                return found[-1]
+            node = node.parent
+        for child in self.walk():
+            if child.name == name:
+                return child
+        return None
+
+
+def _strip_comment(line):
+    quote = None
+    for index, char in enumerate(line):
+        if quote:
+            if char == quote:
+                quote = None
+        elif char in "'\"":
+            quote = char
+        elif char == "#":
+            return line[:index]
+    return line
+
+
+def parse_nginx(text):
+    """``nginx -T`` output -> list of (file name, root Block). Includes are not nested by nginx -T."""
+    files, name, lines = [], "(nginx -T)", []
+    for line in (text or "").splitlines():
+        match = re.match(r"^# configuration file (.+):$", line)
+        if match:
+            files.append((name, lines))
+            name, lines = match.group(1), []
+        else:
+            lines.append(_strip_comment(line))
+    files.append((name, lines))
+    result = []
+    for fname, flines in files:
+        root = Block("main", [])
+        node, words = root, []
+        for token in TOKEN.findall("\n".join(flines)):
+            if token == "{":
+                child = Block(words[0] if words else "", words[1:], node)
+                node.children.append(child)
+                node, words = child, []
+            elif token == "}":
+                node, words = (node.parent or root), []
+            elif token == ";":
+                if words:
+                    node.children.append(Block(words[0], words[1:], node))
+                words = []
+            else:
+                words.append(token.strip("'\""))
+        if root.children:
+            result.append((fname, root))
+    return result
+
+
+def _listen_port(args):
+    if not args:
+        return None
+    text = args[0]
+    port = text.rsplit(":", 1)[-1] if ":" in text else text
+    return int(port) if port.isdigit() else None
+
+
+def find_servers(parsed, service):
+    """Server blocks listening on the service's port (and udp for UDP services)."""
+    found = []
+    for fname, root in parsed:
+        for block in root.walk():
+            if block.name != "server" or not block.children:
+                continue
+            for listen in block.directives("listen"):
+                if _listen_port(listen.args) == service["port"] and (("udp" in listen.args) == (service["protocol"] == "udp")):
+                    found.append((fname, block))
+                    break
+    return found
+
+
+def _dump(directive):
+    return "%s %s;" % (directive.name, " ".join(directive.args)) if directive is not None else "(none)"
+
+
+def check_nginx(results, host, config, facts):
+    nginx = facts.get("nginx") or {}
+    method = config["method"]
+    if nginx.get("rc") != 0:
+        results.add(host, "nginx_config", "error", "nginx -T fails: the configuration is invalid or nginx is not installed",
+                    nginx.get("test") or ["rc %s" % nginx.get("rc")],
+                    "Run `nginx -t` on %s and correct the reported line, or apply the playbook of the method." % host)
+        return
+    results.ok(host, "nginx_config", "nginx -T reads the configuration")
+    parsed = parse_nginx(nginx.get("config"))
+    users = [d for _f, root in parsed for d in root.directives("user")]
+    for service in config["services"]:
+        label = "%s (%s/%d)" % (service["name"], service["protocol"], service["port"])
+        servers = find_servers(parsed, service)
+        if not servers:
+            results.add(host, "nginx_listen", "error", "no nginx server listens on %s" % label,
+                        ["listen directives: %s" % ", ".join(sorted(set(" ".join(d.args) for _f, r in parsed for d in r.walk() if d.name == "listen")))],
+                        "Add the service to nginx_transparent_proxy_services and apply the %s playbook." % method)
+            continue
+        fname, server = servers[0]
+        bind = server.inherited("proxy_bind")
+        want = "$remote_addr:$remote_port" if method != "ip_transparency" else "$remote_addr"
+        evidence = ["%s: server { listen %s; ... %s }" % (fname, " ".join(server.directives("listen")[0].args), _dump(bind))]
+        if bind is None or "transparent" not in bind.args or not bind.args or not bind.args[0].startswith("$remote_addr"):
+            results.add(host, "nginx_transparent", "error",
+                        "%s: nginx connects to the upstreams from its own address, not the client's (no `proxy_bind %s transparent`)" % (label, want),
+                        evidence, "Set `proxy_bind %s transparent;` in that server block (the role renders it) and reload nginx." % want)
+        elif method != "ip_transparency" and bind.args[0] != want:
+            results.add(host, "nginx_transparent", "error",
+                        "%s: DSR needs the client's port too (`proxy_bind %s transparent`), found `%s`" % (label, want, _dump(bind)),
+                        evidence, "Set `proxy_bind %s transparent;` and reload nginx." % want)
+        else:
+            results.ok(host, "nginx_transparent", "%s: %s" % (label, _dump(bind)))
+        if service["protocol"] != "udp":
+            continue
+        responses = server.inherited("proxy_responses")
+        value = int(responses.args[0]) if responses is not None and responses.args and responses.args[0].isdigit() else None
+        if method == "ip_transparency" and value == 0:
+            results.add(host, "nginx_proxy_responses", "error",
+                        "%s: proxy_responses 0 with IP Transparency - nginx closes the upstream socket and the replies it "
+                        "receives back have no socket to go to" % label, evidence + [_dump(responses)],
+                        "Set proxy_responses to the number of datagrams each request gets (1 for DNS).")
+        elif method != "ip_transparency" and value != 0:
+            results.add(host, "nginx_proxy_responses", "error",
+                        "%s: DSR needs `proxy_responses 0` - the replies bypass nginx, which otherwise waits for them and "
+                        "marks the upstreams as failed" % label, evidence + [_dump(responses)],
+                        "Set `proxy_responses 0;` and remove proxy_timeout in that server block.")
+        else:
+            results.ok(host, "nginx_proxy_responses", "%s: %s" % (label, _dump(responses)))
+    workers = [p for p in nginx.get("processes", []) if p["role"] == "worker"]
+    if not workers:
+        results.add(host, "nginx_workers", "error", "no nginx worker process is running", ["processes: %s" % nginx.get("processes")],
+                    "Start nginx (`systemctl start nginx`) and look at `journalctl -u nginx`.")
+        return
+    weak = [p for p in workers if not p["net_raw"]]
+    if weak:
+        results.add(host, "nginx_workers", "error",
+                    "nginx workers cannot bind to the clients' addresses: %d of %d run without CAP_NET_RAW and not as root"
+                    % (len(weak), len(workers)),
+                    ["worker pid %d uid %d CAP_NET_RAW no" % (p["pid"], p["uid"]) for p in weak]
+                    + ["user directive: %s" % (", ".join(_dump(u) for u in users) or "(none)")]
+                    + ["error.log: %s" % line for line in nginx.get("error_log", [])],
+                    "nginx >= 1.13.8 keeps CAP_NET_RAW in its workers when the configuration uses `proxy_bind ... transparent` "
+                    "at start: restart nginx after adding it; on older nginx set `user root;` (the article's advice).")
+    else:
+        results.ok(host, "nginx_workers", "%d workers hold CAP_NET_RAW (or run as root)" % len(workers))
+    errors = nginx.get("error_log", [])
+    if errors and any("IP_TRANSPARENT" in line for line in errors) and weak:
+        return
+    if errors and any("IP_TRANSPARENT" in line for line in errors):
+        results.add(host, "nginx_error_log", "warning", "nginx logged transparent binding failures (maybe from before a fix)",
+                    errors, "Check that they are older than the last nginx restart.")
+
+
+# --- kernel state ---------------------------------------------------------------------------------
+
+
+def _rule_lines(facts):
+    return ["ip rule: %s" % r["line"] for r in facts.get("rules", [])]
+
+
+def _route_lines(facts, table):
+    return ["ip route table %s: %s" % (table, r["line"]) for r in facts.get("routes", {}).get(str(table), [])] or ["table %s is empty" % table]
+
+
+def check_policy_routing(results, host, config, facts):
+    fwmark, table = int(config["fwmark"]), int(config["route_table"])
+    rules = [r for r in facts.get("rules", []) if r["fwmark"] == fwmark and r["action"] == "lookup" and not r["selectors"]
+             and (r["fwmask"] in (None, 0xFFFFFFFF))]
+    good = [r for r in rules if r["table"] == table and r["priority"] < MAIN_RULE_PRIORITY]
+    if good:
+        results.ok(host, "fwmark_rule", good[0]["line"])
+    else:
+        results.add(host, "fwmark_rule", "error",
+                    "no policy routing rule sends the marked replies (fwmark %#x) to table %d: the upstreams' replies are "
+                    "routed (or dropped) instead of delivered to nginx" % (fwmark, table), _rule_lines(facts),
+                    "ip rule add priority %s fwmark %d lookup %d (re-run the ip_transparency playbook, which also persists it)"
+                    % (config["rule_priority"], fwmark, table))
+    local = [r for r in facts.get("routes", {}).get(str(table), []) if r["type"] == "local" and r["dest"] == "0.0.0.0/0" and r["device"] == "lo"]
+    if local:
+        results.ok(host, "local_route", local[0]["line"])
+    else:
+        results.add(host, "local_route", "error",
+                    "table %d has no `local 0.0.0.0/0 dev lo`: marked replies are not delivered locally to nginx" % table,
+                    _route_lines(facts, table), "ip route add local 0.0.0.0/0 dev lo table %d (re-run the playbook)" % table)
+    missing = []
+    for service in config["services"]:
+        pattern = re.compile(r"\b%s sport %d\b.*\bmark set (0x[0-9a-f]+|\d+)" % (service["protocol"], service["upstream_port"]))
+        marks = [int(m.group(1), 0) for m in (pattern.search(line) for line in facts.get("nft_ruleset", [])) if m]
+        if fwmark not in marks:
+            missing.append("%s %s sport %d" % (service["name"], service["protocol"], service["upstream_port"]))
+    if missing:
+        results.add(host, "reply_marking", "error",
+                    "the upstreams' replies are not marked with %#x for: %s" % (fwmark, ", ".join(missing)),
+                    ["nft: %s" % line.strip() for line in facts.get("nft_ruleset", []) if "mark" in line] or ["no rule sets a mark"]
+                    + ([facts["nft_error"]] if facts.get("nft_error") else []),
+                    "Re-run the ip_transparency playbook (it loads table inet netops_transparent_proxy), or add "
+                    "`meta mark set %d` for replies from the upstreams' service ports on the private interface." % fwmark)
+    else:
+        results.ok(host, "reply_marking", "replies of every service are marked %#x" % fwmark)
+
+
+def _nat_rules(facts, device):
+    entry = facts.get("nat", {}).get(device, {})
+    return [("tc", r) for r in entry.get("tc", [])] + [("nftables", r) for r in entry.get("nftables", [])]
+
+
+def _nat_covers(rules, source, sport, nat_to):
+    for _backend, rule in rules:
+        network = _net(rule["src"])
+        if network is not None and source in network and rule["protocol"] == "udp" and int(rule["sport"]) == sport and _ip(rule["nat_to"]) == nat_to:
+            return True
+    return False
+
+
+def check_nat(results, host, config, facts, device, sources, where):
+    vip = _ip(config["public_address"])
+    rules = _nat_rules(facts, device) if device else []
+    missing = ["%s udp sport %d -> %s" % (source, service["upstream_port"], vip)
+               for service in config["services"] if service["protocol"] == "udp"
+               for source in sources if not _nat_covers(rules, source, service["upstream_port"], vip)]
+    evidence = ["%s on %s: %s %s sport %s -> %s" % (backend, device, r["src"], r["protocol"], r["sport"], r["nat_to"]) for backend, r in rules] \
+        or ["no stateless NAT rule on %s (tc and nftables netdev table both read)" % (device or "(no device)")]
+    act = facts.get("act_nat", {})
+    kernel = _kernel_version(facts.get("kernel"))
+    support = "kernel %s: tc nat action %s (%s); nftables netdev egress hook %s (needs >= %d.%d)" % (
+        facts.get("kernel"), "available" if act.get("available") else "missing", act.get("how"),
+        "available" if kernel >= NFT_EGRESS_KERNEL else "missing", NFT_EGRESS_KERNEL[0], NFT_EGRESS_KERNEL[1])
+    if missing:
+        results.add(host, where, "error",
+                    "the replies are not rewritten to %s on %s: missing %s - the clients drop replies from the upstream's address"
+                    % (vip, device or "the egress interface", "; ".join(missing)), evidence + [support],
+                    "Re-run the %s playbook (netops.ip_transparency.tc_nat_filter, backend auto picks what this kernel runs)." % config["method"])
+    else:
+        results.ok(host, where, "every reply is rewritten to %s on %s" % (vip, device))
+    if not act.get("available") and kernel < NFT_EGRESS_KERNEL:
+        results.add(host, "nat_kernel_support", "error", "this kernel can run neither NAT backend", [support],
+                    "Load act_nat (modprobe act_nat; CONFIG_NET_ACT_NAT) or use a kernel >= 5.16 for the nftables backend.")
+    elif any(backend == "tc" for backend, _r in rules) and not act.get("available"):
+        results.add(host, "nat_kernel_support", "error", "tc nat rules are installed but the kernel reports no act_nat", [support],
+                    "Use backend nftables.")
+    else:
+        results.ok(host, "nat_kernel_support", support)
+
+
+def check_rp_filter(results, host, facts, arrivals):
+    """``arrivals``: (interface, source address, what) the host must accept; checked against the real routes."""
+    values = facts.get("sysctl", {}).get("rp_filter", {})
+    bad = []
+    for iface, source, what in arrivals:
+        value = values.get(iface, {}).get("effective", "?")
+        route = facts.get("route_get", {}).get(str(source), {})
+        configured = "all=%s %s=%s -> effective %s" % (values.get("all", {}).get("configured"), iface, values.get(iface, {}).get("configured"), value)
+        kind = "" if route.get("type") == "unicast" else "%s " % route.get("type", "?")
+        via = ("via %s" % route["gateway"]) if route.get("gateway") else "direct"
+        back = "route back to %s: %s" % (source, route.get("error") or "%s%s dev %s" % (kind, via, route.get("device")))
+        if value == STRICT and not route.get("error") and route.get("device") != iface:
+            bad.append(("strict reverse-path filtering on %s drops %s (source %s): the route back leaves by %s, not %s"
+                        % (iface, what, source, route.get("device"), iface), [configured, back]))
+        elif value in (STRICT, LOOSE) and route.get("error"):
+            bad.append(("reverse-path filtering (%s) on %s drops %s: no route back to %s" % (value, iface, what, source), [configured, back]))
+        else:
+            results.ok(host, "rp_filter", "%s: %s accepted (%s; %s)" % (iface, what, configured, back))
+    for problem, evidence in bad:
+        results.add(host, "rp_filter", "error", problem, evidence,
+                    "Make the route back to the clients leave by the interface the requests arrive on, or set loose filtering "
+                    "there: netops.ip_transparency.rp_filter interfaces=[<if>] value=loose (effective: the kernel uses max(all, <if>)).")
+
+
+def _connected(facts):
+    return [(a["interface"], _net(a["network"]), a["address"]) for a in facts.get("addresses", [])
+            if a["interface"] != "lo" and not _ip(a["address"]).is_link_local]
+
+
+def _holder(facts, address):
+    target = _ip(address)
+    for iface, network, _addr in _connected(facts):
+        if target in network:
+            return iface
+    return None
+
+
+def check_ping(results, host, pings, what):
+    for target, outcome in sorted((pings or {}).items()):
+        if outcome.get("ok"):
+            results.ok(host, "reachability", "ping %s (%s): %s" % (target, what.get(target, ""), outcome.get("summary", "ok")))
+        else:
+            results.add(host, "reachability", "error", "%s cannot ping %s (%s)" % (host, target, what.get(target, "")),
+                        [outcome.get("summary") or "no reply"],
+                        "Check the link, the address and the routes on both hosts, and any firewall between them (the article's 'Test with ping').")
+
+
+# --- per host -------------------------------------------------------------------------------------
+
+
+def diagnose_proxy(results, host, config, facts, pings):
+    method = config["method"]
+    public_if = _holder(facts, config["public_address"]) if any(a["address"] == config["public_address"] for a in facts.get("addresses", [])) else None
+    upstreams = sorted(set(u for s in config["services"] for u in s["upstreams"]))
+    private = sorted(set(filter(None, (_holder(facts, u) for u in upstreams))))
+    addresses = ["%s %s/%s" % (a["interface"], a["address"], a["prefix"]) for a in facts.get("addresses", [])]
+    if public_if is None:
+        results.add(host, "public_address", "error", "the public address %s is not configured on %s" % (config["public_address"], host),
+                    ["addresses: %s" % ", ".join(addresses)], "Set nginx_transparent_proxy_public_address to one of the proxy's addresses.")
+    else:
+        results.ok(host, "public_address", "%s on %s" % (config["public_address"], public_if))
+    unconnected = [u for u in upstreams if _holder(facts, u) is None]
+    if unconnected or not private:
+        results.add(host, "upstream_networks", "error", "upstreams not on a network directly connected to the proxy: %s" % ", ".join(unconnected),
+                    ["addresses: %s" % ", ".join(addresses)], "The upstreams must sit on a private network of the proxy (they route via it).")
+    check_nginx(results, host, config, facts)
+    if method == "ip_transparency":
+        check_policy_routing(results, host, config, facts)
+    forwarding_needed = method == "dsr_router_nat" or config.get("upstream_egress")
+    forward = facts.get("sysctl", {}).get("ip_forward")
+    if forwarding_needed and forward != "1":
+        results.add(host, "forwarding", "error", "IPv4 forwarding is off: the proxy drops the upstreams' %s"
+                    % ("replies (router NAT forwards them)" if method == "dsr_router_nat" else "traffic to external servers"),
+                    ["net.ipv4.ip_forward = %s" % forward], "sysctl -w net.ipv4.ip_forward=1 (re-run the playbook, which persists it)")
+    elif forwarding_needed:
+        results.ok(host, "forwarding", "net.ipv4.ip_forward = 1")
+    if method == "dsr_router_nat":
+        demux = facts.get("sysctl", {}).get("udp_early_demux")
+        if demux != "0":
+            results.add(host, "udp_early_demux", "warning",
+                        "UDP early demux is on: replies racing nginx's closing upstream socket are dropped instead of forwarded (10-25 % measured)",
+                        ["net.ipv4.udp_early_demux = %s" % demux], "sysctl -w net.ipv4.udp_early_demux=0 (the role sets and persists it)")
+        else:
+            results.ok(host, "udp_early_demux", "net.ipv4.udp_early_demux = 0")
+        check_nat(results, host, config, facts, public_if, [_ip(u) for u in upstreams], "router_nat")
+    arrivals = [(public_if, config["client_address"], "client requests")] if public_if else []
+    arrivals += [(_holder(facts, u), u, "replies from upstream %s" % u) for u in upstreams if _holder(facts, u) and method != "dsr_origin_nat"]
+    check_rp_filter(results, host, facts, arrivals)
+    client_side = [n for n in (_net(c) for c in config["client_networks"]) if n is not None]
+    client_side += [n for i, n, _a in _connected(facts) if i == public_if]
+    overlaps = ["client network %s overlaps %s on %s" % (c, n, i) for i, n, _a in _connected(facts) if i in private for c in client_side if c.overlaps(n)]
+    if overlaps:
+        results.add(host, "overlapping_networks", "error",
+                    "client and upstream networks overlap: replies would bypass the proxy and reverse-path filtering drops packets",
+                    overlaps, "Use client networks (nginx_transparent_proxy_client_networks) disjoint from the private networks.")
+    else:
+        results.ok(host, "overlapping_networks", "client networks %s are disjoint from the private networks" % ", ".join(str(c) for c in client_side))
+    check_ping(results, host, pings, dict((u, "upstream") for u in upstreams))
+
+
+def diagnose_upstream(results, host, config, facts, gateway, pings):
+    method = config["method"]
+    upstreams = set(u for s in config["services"] for u in s["upstreams"])
+    own = [a["address"] for a in facts.get("addresses", []) if a["address"] in upstreams]
+    client = config["client_address"]
+    route = facts.get("route_get", {}).get(client, {})
+    main = _route_lines(facts, "main")
+    if not own:
+        results.add(host, "upstream_address", "error", "%s holds none of the configured upstream addresses" % host,
+                    ["addresses: %s" % ", ".join(a["address"] for a in facts.get("addresses", []))],
+                    "List this host's address in the services' upstreams, or remove it from the upstream group.")
+        return
+    address = own[0]
+    arrival = _holder(facts, address)
+    via = route.get("gateway")
+    found = ("via %s dev %s" % (via, route.get("device"))) if via else "dev %s (directly connected)" % route.get("device")
+    back = "ip route get %s: %s" % (client, route.get("error") or found)
+    if method in ("ip_transparency", "dsr_router_nat"):
+        if via != gateway:
+            results.add(host, "default_route", "error",
+                        "replies to the clients go %s, not via the proxy %s: %s"
+                        % (("via %s" % via) if via else "out directly" if not route.get("error") else "nowhere", gateway,
+                           "the proxy never sees them" if method == "ip_transparency" else "they are never rewritten"),
+                        [back] + main,
+                        "ip route replace default via %s (re-run the %s playbook: role upstream_default_route)" % (gateway, method))
+        else:
+            results.ok(host, "default_route", back)
+    elif via == gateway:
+        results.add(host, "default_route", "error",
+                    "with origin NAT the replies must not go via the proxy (%s): it drops packets carrying its own address as source" % gateway,
+                    [back] + main, "Run the dsr_origin_nat playbook: it puts back the default route upstream_default_route replaced.")
+    else:
+        results.ok(host, "default_route", back)
+    client_nets = [n for n in (_net(c) for c in config["client_networks"]) if n is not None]
+    overlaps = ["%s %s/%s is in client network %s" % (i, a, n.prefixlen, c) for i, n, a in _connected(facts) for c in client_nets if c.overlaps(n)]
+    if overlaps:
+        results.add(host, "overlapping_networks", "error",
+                    "a client network is directly connected to %s: its replies go straight to that link, not via the proxy, and "
+                    "reverse-path filtering may drop the requests" % host, overlaps + [back],
+                    "Remove the overlapping address/route, or renumber: the clients' networks must not be connected to an upstream.")
+    else:
+        results.ok(host, "overlapping_networks", "no client network is directly connected")
+    check_rp_filter(results, host, facts, [(arrival, client, "requests from the proxy carrying the client's address")])
+    if method == "dsr_origin_nat":
+        check_nat(results, host, dict(config, services=[s for s in config["services"] if address in s["upstreams"]]),
+                  facts, route.get("device"), [_ip(address)], "origin_nat")
+    check_ping(results, host, pings, {gateway: "the proxy"})
+
+
+def resolve_gateway(config, hosts, name):
+    """An upstream's expected gateway: its upstream_default_route_gateway, else the proxy's address on its subnet."""
+    entry = hosts[name]
+    if entry.get("gateway"):
+        return entry["gateway"]
+    own = [_ip(a["address"]) for a in entry.get("facts", {}).get("addresses", []) if a["interface"] != "lo"]
+    for proxy in (n for n in sorted(hosts) if hosts[n]["group"] == "proxy"):
+        for iface, network, address in _connected(hosts[proxy].get("facts", {})):
+            if address != config["public_address"] and any(o in network for o in own):
+                return address
+    return None
+
+
+def ping_plan(config, hosts):
+    """The pings of the article's 'Test with ping': the proxy to every upstream, every upstream to its gateway."""
+    upstreams = sorted(set(u for s in config["services"] for u in s["upstreams"]))
+    plan = []
+    for name in sorted(hosts):
+        if hosts[name].get("unreachable"):
+            continue
+        if hosts[name]["group"] == "proxy":
+            plan.extend({"host": name, "target": u} for u in upstreams)
+        else:
+            gateway = resolve_gateway(config, hosts, name)
+            if gateway:
+                plan.append({"host": name, "target": gateway})
+    return plan
+
+
+def diagnose(config, hosts, pings=()):
+    """Every check over every host. ``hosts``: name -> {group: proxy|upstream, facts, gateway, unreachable};
+    ``pings``: [{host, target, ok, summary}] (ping_plan, run)."""
+    results = Results()
+    for name in sorted(hosts, key=lambda n: (hosts[n]["group"] != "proxy", n)):
+        entry = hosts[name]
+        mine = dict((p["target"], p) for p in pings if p["host"] == name)
+        if entry.get("unreachable"):
+            results.add(name, "facts", "error", "the host could not be read: %s" % entry["unreachable"], [], "Check Ansible's access to it.")
+        elif entry["group"] == "proxy":
+            diagnose_proxy(results, name, config, entry["facts"], mine)
+        else:
+            diagnose_upstream(results, name, config, entry["facts"], resolve_gateway(config, hosts, name), mine)
+    return results.items
+
+
+def detect_method(facts):
+    """The method named in the collection's nginx files on the proxy (``# Method: X.``), or None."""
+    match = re.search(r"# Method: (ip_transparency|dsr_router_nat|dsr_origin_nat)\.", (facts.get("nginx") or {}).get("config") or "")
+    return match.group(1) if match else None
+
+
+# --- packet trace ---------------------------------------------------------------------------------
+
+LINE = re.compile(r"^(?P<t>\d+\.\d+)\s+(?P<iface>\S+)\s+(?P<dir>In|Out|B|M|P)\s+IP\s+(?P<src>[0-9.]+?)(?:\.(?P<sport>\d+))?\s+>\s+"
+                  r"(?P<dst>[0-9.]+?)(?:\.(?P<dport>\d+))?:\s*(?P<info>.*)$")
+
+
+def parse_capture(host, lines):
+    events = []
+    for line in lines:
+        match = LINE.match(line.strip())
+        if not match:
+            continue
+        event = match.groupdict()
+        # an address with four dots and no port would be split wrongly: an IPv4 address has exactly three
+        for key, port in (("src", "sport"), ("dst", "dport")):
+            if event[key].count(".") != 3 and event[port]:
+                event[key], event[port] = event[key] + "." + event[port], None
+        event["t"] = float(event["t"])
+        event["host"] = host
+        event["sport"] = int(event["sport"]) if event["sport"] else None
+        event["dport"] = int(event["dport"]) if event["dport"] else None
+        info = event["info"]
+        event["proto"] = "icmp" if info.startswith("ICMP") else "tcp" if "Flags [" in info else "udp"
+        length = re.search(r"length (\d+)", info)
+        event["payload"] = int(length.group(1)) if length else 0
+        events.append(event)
+    return events
+
+
+def _stages(config, probe):
+    """The hops a probe and its reply take with the method: (name, host or '@upstream', predicate)."""
+    vip, client, port, uport = config["public_address"], probe["client_address"], probe["port"], probe["upstream_port"]
+    proxy = config["proxy_host"]
+    ups = set(config["upstream_hosts"].values())
+    stages = [
+        ("request sent by the client", probe["host"], lambda e: e["dir"] == "Out" and e["src"] == client and e["dst"] == vip and e["dport"] == port),
+        ("request received by the proxy (public side)", proxy, lambda e: e["dir"] == "In" and e["src"] == client and e["dst"] == vip and e["dport"] == port),
+        ("request sent to an upstream with the client's address", proxy,
+         lambda e: e["dir"] == "Out" and e["src"] == client and e["dst"] in ups and e["dport"] == uport),
+        ("request received by the upstream", "@upstream", lambda e: e["dir"] == "In" and e["src"] == client and e["dport"] == uport),
+        ("reply sent by the upstream", "@upstream", lambda e: e["dir"] == "Out" and e["dst"] == client and e["sport"] == uport),
+    ]
+    # TCP: nginx answers the client's handshake itself; what comes back through it is the upstream's data
+    data = probe.get("protocol") != "tcp"
+
+    if config["method"] != "dsr_origin_nat":
+        stages.append(("reply received by the proxy (private side)", proxy,
+                       lambda e: e["dir"] == "In" and e["dst"] == client and e["src"] in ups and e["sport"] == uport))
+        stages.append(("reply sent to the client by the proxy" if config["method"] == "ip_transparency" else
+                       "reply forwarded to the client, source rewritten to the VIP", proxy,
+                       lambda e: e["dir"] == "Out" and e["dst"] == client and e["src"] == vip and e["sport"] == port and (data or e["payload"] > 0)))
+    stages.append(("reply received by the client from the VIP", probe["host"],
+                   lambda e: e["dir"] == "In" and e["dst"] == client and e["src"] == vip and e["sport"] == port and e["dport"] == probe["client_port"]
+                   and (data or e["payload"] > 0)))
+    return stages
+
+
+def _summary(event):
+    flags = re.search(r"Flags \[[^\]]*\]", event["info"])
+    if flags:
+        return "%s length %d" % (flags.group(0), event["payload"])
+    return event["info"].split(" (")[0][:40]
+
+
+def trace_probe(config, probe, events):
+    """Follow one probe. ``events``: every host's events within the probe's time window."""
+    by_address = dict((addr, name) for name, addr in config["upstream_hosts"].items())
+    stages = _stages(config, probe)
+    hops, upstream = [], None
+    if config["method"] != "ip_transparency":
+        # DSR keeps the client's port on every leg: only this probe's packets
+        events = [e for e in events if probe["client_port"] in (e["sport"], e["dport"]) or e["proto"] == "icmp"]
+    for index, (name, where, predicate) in enumerate(stages):
+        host = upstream if where == "@upstream" else where
+        candidates = [e for e in events if (host is None or e["host"] == host) and predicate(e)
+                      and (where != "@upstream" or e["host"] in by_address.values())]
+        if hops:
+            candidates = [e for e in candidates if e["t"] >= hops[-1]["t"] - 0.00005]
+        if not candidates:
+            return hops, index, name, host
+        event = candidates[0]
+        if index == 2:
+            upstream = by_address.get(event["dst"])
+        elif where == "@upstream" and upstream is None:
+            upstream = event["host"]
+        hops.append(dict(event, stage=name, summary=_summary(event)))
+    return hops, None, None, None
+
+
+def _explain(config, probe, hops, missing, host, events):
+    last = hops[-1] if hops else None
+    client, vip = probe["client_address"], config["public_address"]
+    if last is None:
+        return "the probe never left %s (no packet to %s:%d captured there)" % (probe["host"], vip, probe["port"]), probe["host"]
+    if last["host"] == (host or last["host"]) or host is None:
+        culprit = last["host"]
+        what = "arrived on %s (%s %s) and went no further: dropped on %s" % (culprit, last["iface"], last["dir"], culprit)
+    else:
+        culprit = last["host"]
+        what = "left %s by %s towards %s but never arrived at %s" % (culprit, last["iface"], last["dst"], host)
+    stray = [e for e in events if e["dst"] == client and e["dir"] == "Out" and e["src"] != vip and e["host"] != probe["host"] and e["t"] >= last["t"]]
+    if stray:
+        e = stray[0]
+        what += "; instead %s sent it out of %s with source %s (not %s): the client discards it" % (e["host"], e["iface"], e["src"], vip)
+        culprit = e["host"]
+    icmp = [e for e in events if e["proto"] == "icmp" and e["t"] >= last["t"]]
+    if icmp:
+        what += "; ICMP from %s: %s" % (icmp[0]["src"], icmp[0]["info"])
+    return "disappeared after '%s': %s (next expected: %s)" % (last["stage"], what, missing), culprit
+
+
+def first_host(networks):
+    """The first usable address of the first valid network (a stand-in client address), '' when none."""
+    for value in networks or []:
+        network = _net(value)
+        if network is not None and network.version == 4:
+            return str(next(network.hosts(), network.network_address))
+    return ""
+
+
+def upstream_address(facts, upstreams):
+    """The configured upstream address a host holds ('' when none)."""
+    held = [a["address"] for a in (facts or {}).get("addresses", [])]
+    return next((u for u in upstreams if u in held), "")
+
+
+def parse_probes(lines, host, client_address, service, kind):
+    """The probe loop's output (``<client port> <rc> <answer>`` per probe) -> probe dicts for trace()."""
+    probes = []
+    for line in lines or []:
+        fields = line.split(None, 2)
+        if len(fields) < 2 or not fields[0].isdigit():
+            continue
+        answer = fields[2] if len(fields) > 2 else ""
+        probes.append({"host": host, "client_address": client_address, "client_port": int(fields[0]), "port": int(service["port"]),
+                       "protocol": service["protocol"],
+                       "upstream_port": int(service["upstream_port"]), "kind": kind, "answered": fields[1] == "0",
+                       "output": answer})
+    return probes
+
+
+def trace(config, probes, captures):
+    """``probes``: [{host, client_address, client_port, port, upstream_port, kind, start, answered, output}];
+    ``captures``: host -> tcpdump lines. Returns one result per probe: hops, verdict, culprit host."""
+    events = sorted((e for host, lines in captures.items() for e in parse_capture(host, lines)), key=lambda e: e["t"])
+    starts = []
+    for probe in probes:
+        first = [e for e in events if e["host"] == probe["host"] and e["dir"] == "Out" and e["sport"] == probe["client_port"]]
+        starts.append(first[0]["t"] if first else None)
+    results = []
+    for index, probe in enumerate(probes):
+        start = starts[index]
+        later = [s for s in starts[index + 1:] if s is not None]
+        window = [e for e in events if start is not None and start - 0.0005 <= e["t"] < (later[0] - 0.0005 if later else float("inf"))]
+        hops, missing_index, missing, host = trace_probe(config, probe, window)
+        if missing_index is None:
+            verdict, culprit, ok = "complete: the reply reached the client from %s" % config["public_address"], None, True
+        else:
+            verdict, culprit = _explain(config, probe, hops, missing, host, window)
+            ok = False
+        results.append({"probe": probe, "hops": hops, "ok": ok, "verdict": verdict, "culprit": culprit, "start": start})
+    return results
+
+
+# --- report ---------------------------------------------------------------------------------------
+
+
+def _short(event):
+    def end(address, port):
+        return address if port is None else "%s:%d" % (address, port)
+
+    return "%-10s %-6s %-3s %s > %s %s" % (
+        event["host"], event["iface"], event["dir"], end(event["src"], event["sport"]), end(event["dst"], event["dport"]), event.get("summary") or _summary(event))
+
+
+def report(config, findings, traces=None):
+    """The findings (and the traces) as readable text."""
+    problems = [f for f in findings if f["severity"] != "ok"]
+    lines = ["Troubleshooting report: method %s, VIP %s, client %s" % (config["method"], config["public_address"], config["client_address"]), ""]
+    for finding in problems:
+        lines.append("%-7s %s: %s [%s]" % (finding["severity"].upper(), finding["host"], finding["problem"], finding["check"]))
+        for line in finding["evidence"]:
+            lines.append("          evidence: %s" % line)
+        lines.append("          fix: %s" % finding["fix"])
+        lines.append("")
+    hosts = []
+    for finding in findings:
+        if finding["host"] not in hosts:
+            hosts.append(finding["host"])
+    for host in hosts:
+        passed = sorted(set(f["check"] for f in findings if f["host"] == host and f["severity"] == "ok"))
+        failed = sorted(set(f["check"] for f in findings if f["host"] == host and f["severity"] != "ok"))
+        lines.append("%-10s %s%s" % (host, "ok: %s" % ", ".join(passed) if passed else "", ("; FAILED: %s" % ", ".join(failed)) if failed else ""))
+    for result in traces or []:
+        probe = result["probe"]
+        lines.append("")
+        lines.append("Packet trace, probe %s %s:%d from %s (%s:%d): %s" % (
+            probe["kind"], config["public_address"], probe["port"], probe["host"], probe["client_address"], probe["client_port"],
+            "answered" if probe.get("answered") else "NO ANSWER"))
+        for number, hop in enumerate(result["hops"], 1):
+            lines.append("  %d. %-53s %s  +%.1f ms" % (number, hop["stage"], _short(hop), (hop["t"] - result["start"]) * 1000))
+        lines.append("  %s %s" % ("OK" if result["ok"] else "LOST", result["verdict"]))
+    errors = len([f for f in problems if f["severity"] == "error"])
+    warnings = len(problems) - errors
+    lost = [r for r in traces or [] if not r["ok"]]
+    lines.append("")
+    if problems or lost:
+        lines.append("Summary: %d error(s), %d warning(s) on %s%s" % (
+            errors, warnings, ", ".join(sorted(set(f["host"] for f in problems))) or "no host",
+            "; %d of %d probe(s) lost (at %s)" % (len(lost), len(traces), ", ".join(sorted(set(r["culprit"] or "?" for r in lost)))) if lost else ""))
+    else:
+        lines.append("Summary: healthy - %d checks passed%s" % (len(findings), ", every probe answered" if traces else ""))
+    return "\n".join(lines)

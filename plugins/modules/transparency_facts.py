@@ -1,0 +1,130 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: netops maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: transparency_facts
+short_description: Read the kernel and nginx state transparent proxying and DSR depend on (read-only)
+version_added: "0.1.0"
+description:
+  - Returns, without changing anything, what the troubleshooting role (netops.ip_transparency.troubleshoot)
+    diagnoses - IPv4 addresses and links, policy routing rules, the routes of the tables asked for, the kernel's
+    route to given addresses (C(ip route get)), C(ip_forward), C(udp_early_demux), configured and effective
+    reverse-path filtering per interface, the stateless NAT rules of both tc_nat_filter backends on every device,
+    whether the kernel has the tc C(nat) action, the nftables ruleset and, optionally, nginx's configuration
+    (C(nginx -T)), its processes' privileges and its error log lines about transparent binding.
+  - Reads through the same code as the ip_rule, policy_route, rp_filter and tc_nat_filter modules.
+author:
+  - netops maintainers (@netops)
+attributes:
+  check_mode:
+    support: full
+    description: Reads only; check mode changes nothing either.
+  diff_mode:
+    support: none
+    description: Nothing changes, so there is nothing to diff.
+options:
+  tables:
+    description: Routing tables to list (names or numbers).
+    type: list
+    elements: raw
+    default: [main]
+  destinations:
+    description: Addresses to ask the kernel's route for (like C(ip route get ADDRESS)).
+    type: list
+    elements: str
+    default: []
+  nginx:
+    description: Also read nginx's configuration, its processes' privileges and its error log.
+    type: bool
+    default: false
+requirements:
+  - pyroute2
+  - nft (optional - the ruleset and the nftables NAT backend)
+"""
+
+EXAMPLES = r"""
+- name: Snapshot of the proxy's state
+  netops.ip_transparency.transparency_facts:
+    tables: [main, 100]
+    destinations: [172.16.0.11, 192.168.99.1]
+    nginx: true
+  register: snapshot
+"""
+
+RETURN = r"""
+transparency_facts:
+  description: The snapshot.
+  returned: always
+  type: dict
+  contains:
+    addresses:
+      description: IPv4 addresses (interface, address, prefix, network).
+      type: list
+      elements: dict
+    rules:
+      description: IPv4 policy routing rules (line, priority, fwmark, fwmask, table, action).
+      type: list
+      elements: dict
+    routes:
+      description: Table -> routes (line and the policy_route options).
+      type: dict
+    route_get:
+      description: Address -> the kernel's route to it (type, gateway, device, source) or error.
+      type: dict
+    sysctl:
+      description: ip_forward, udp_early_demux, rp_filter (interface -> configured, effective).
+      type: dict
+    nat:
+      description: Device -> stateless NAT rules per backend (tc, nftables), as tc_nat_filter reads them.
+      type: dict
+    act_nat:
+      description: Whether the kernel has the tc nat action, and how that is known.
+      type: dict
+    nginx:
+      description: With O(nginx) - rc and output of C(nginx -T), processes (role, uid, net_raw), error log lines.
+      type: dict
+  sample: {"sysctl": {"ip_forward": "1", "rp_filter": {"eth1": {"configured": "strict", "effective": "strict"}}}}
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.netops.ip_transparency.plugins.module_utils.common import HAS_PYROUTE2, IPRoute, PYROUTE2_IMPORT_ERROR, NetopsError
+from ansible_collections.netops.ip_transparency.plugins.module_utils.transparency_facts import gather
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            tables=dict(type="list", elements="raw", default=["main"]),
+            destinations=dict(type="list", elements="str", default=[]),
+            nginx=dict(type="bool", default=False),
+        ),
+        supports_check_mode=True,
+    )
+    if not HAS_PYROUTE2:
+        module.fail_json(msg=missing_required_lib("pyroute2"), exception=PYROUTE2_IMPORT_ERROR)
+
+    def run_command(argv):
+        path = module.get_bin_path(argv[0], opt_dirs=["/usr/sbin", "/sbin"])
+        if path is None:
+            return 127, "", "%s: command not found" % argv[0]
+        return module.run_command([path] + argv[1:])
+
+    try:
+        with IPRoute() as ipr:
+            facts = gather(ipr, run_command, tables=module.params["tables"], destinations=module.params["destinations"],
+                           nginx=module.params["nginx"])
+    except NetopsError as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(changed=False, transparency_facts=facts)
+
+
+if __name__ == "__main__":
+    main()
