@@ -83,8 +83,9 @@ SENDER = textwrap.dedent("""
 
 def ns_python(ns, code, *args, **kwargs):
     cmd = ["ip", "netns", "exec", ns, sys.executable, "-c", code] + [str(a) for a in args]
-    kwargs.setdefault("check", False)
-    return subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=COLLECTIONS), **kwargs)
+    timeout = kwargs.pop("timeout", None)
+    assert not kwargs, "unexpected arguments: %s" % kwargs
+    return subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=COLLECTIONS), timeout=timeout, check=False)
 
 
 class Pair(object):

@@ -382,6 +382,13 @@ def test_render_table():
     assert "elements" not in script
 
 
+def _mangle_rule(handle, fam, name):
+    key = {"concat": [{"payload": {"protocol": fam, "field": "saddr"}}, {"meta": {"key": "l4proto"}},
+                      {"payload": {"protocol": "th", "field": "sport"}}]}
+    return {"rule": {"family": "netdev", "table": "netops_nat_eth0", "chain": "egress", "handle": handle, "expr": [
+        {"mangle": {"key": {"payload": {"protocol": fam, "field": "saddr"}}, "value": {"map": {"key": key, "data": "@%s" % name}}}}]}}
+
+
 # what `nft -j list table` (nftables 1.0.6) printed for a table this module wrote
 LISTED = {"nftables": [
     {"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}},
@@ -394,11 +401,7 @@ LISTED = {"nftables": [
              "map": "ipv6_addr", "flags": ["interval"], "elem": [[{"concat": ["2001:db8::11", 17, 53]}, "2001:db8:1::1"]]}},
     {"chain": {"family": "netdev", "table": "netops_nat_eth0", "name": "egress", "handle": 1, "type": "filter", "hook": "egress", "prio": 0,
                "policy": "accept"}},
-] + [{"rule": {"family": "netdev", "table": "netops_nat_eth0", "chain": "egress", "handle": 4 + i, "expr": [{"mangle": {
-        "key": {"payload": {"protocol": fam, "field": "saddr"}},
-        "value": {"map": {"key": {"concat": [{"payload": {"protocol": fam, "field": "saddr"}}, {"meta": {"key": "l4proto"}},
-                                             {"payload": {"protocol": "th", "field": "sport"}}]}, "data": "@%s" % name}}}}]}}
-    for i, (fam, name) in enumerate((("ip", "snat4"), ("ip6", "snat6")))]}
+] + [_mangle_rule(4 + i, fam, name) for i, (fam, name) in enumerate((("ip", "snat4"), ("ip6", "snat6")))]}
 
 
 def read_listed(listed, text=None):
