@@ -19,6 +19,7 @@ short_description: Address and subnet helpers used by the netops.ip_transparency
 description:
   - C(ip_version) - 4 or 6 for an address, 0 when the value is not an address.
   - C(network_version) - 4 or 6 for a prefix (host bits allowed), 0 when not a prefix.
+  - C(network_has_host_bits) - true for a prefix with host bits set (C(10.1.2.3/8)), false otherwise.
   - C(connected_addresses) - the addresses configured on the host, from gathered facts, as a list of
     dicts with C(interface), C(address), C(prefix), C(network), C(version).
   - C(connected_interface) - the interface whose connected subnet holds an address, C('') if none.
@@ -54,6 +55,18 @@ def ip_version(value):
 def network_version(value):
     net = _net(value)
     return net.version if net else 0
+
+
+def network_has_host_bits(value):
+    """True for a valid prefix whose address has bits set beyond the prefix length (10.1.2.3/8)."""
+    net = _net(value)
+    if net is None:
+        return False
+    try:
+        ipaddress.ip_network(str(value).strip(), strict=True)
+    except ValueError:
+        return True
+    return False
 
 
 def _interface_facts(facts):
@@ -156,6 +169,7 @@ class FilterModule(object):
         return {
             "ip_version": ip_version,
             "network_version": network_version,
+            "network_has_host_bits": network_has_host_bits,
             "connected_addresses": connected_addresses,
             "connected_interface": connected_interface,
             "in_networks": in_networks,

@@ -59,3 +59,14 @@ def test_in_networks_and_overlaps():
     assert f.overlapping_networks(["172.16.0.0/24"], ["172.16.0.0/16", "192.168.99.0/24"]) == [
         "172.16.0.0/24 overlaps 172.16.0.0/16"]
     assert f.overlapping_networks("172.16.0.0/24", ["192.168.99.0/24", "fd00::/8"]) == []
+
+
+def test_network_has_host_bits():
+    assert f.network_has_host_bits("10.20.30.40/8") is True
+    assert f.network_has_host_bits("192.168.99.1/24") is True
+    assert f.network_has_host_bits("2001:db8::1/64") is True
+    assert f.network_has_host_bits("10.0.0.0/8") is False
+    assert f.network_has_host_bits("192.168.99.0/24") is False
+    assert f.network_has_host_bits("172.16.0.11") is False
+    # not a prefix at all: that is network_version's error, not this one's
+    assert f.network_has_host_bits("not-a-network") is False
