@@ -564,8 +564,9 @@ def parse_capture(host, lines):
     return events
 
 
-def _stages(config, probe):
-    """The hops a probe and its reply take with the method: (name, host or '@upstream', predicate)."""
+def _stages(config, probe, leg):
+    """The hops a probe and its reply take with the method: (name, host or '@upstream', predicate).
+    ``leg`` holds the upstream connection once seen (address, proxy-side port): later hops must belong to it."""
     vip, client, port, uport = config["public_address"], probe["client_address"], probe["port"], probe["upstream_port"]
     proxy = config["proxy_host"]
     ups = set(config["upstream_hosts"].values())
@@ -574,15 +575,17 @@ def _stages(config, probe):
         ("request received by the proxy (public side)", proxy, lambda e: e["dir"] == "In" and e["src"] == client and e["dst"] == vip and e["dport"] == port),
         ("request sent to an upstream with the client's address", proxy,
          lambda e: e["dir"] == "Out" and e["src"] == client and e["dst"] in ups and e["dport"] == uport),
-        ("request received by the upstream", "@upstream", lambda e: e["dir"] == "In" and e["src"] == client and e["dport"] == uport),
-        ("reply sent by the upstream", "@upstream", lambda e: e["dir"] == "Out" and e["dst"] == client and e["sport"] == uport),
+        ("request received by the upstream", "@upstream",
+         lambda e: e["dir"] == "In" and e["src"] == client and e["dport"] == uport and (e["dst"], e["sport"]) == leg.get("up")),
+        ("reply sent by the upstream", "@upstream",
+         lambda e: e["dir"] == "Out" and e["dst"] == client and e["sport"] == uport and e["dport"] == leg["up"][1]),
     ]
     # TCP: nginx answers the client's handshake itself; what comes back through it is the upstream's data
     data = probe.get("protocol") != "tcp"
 
     if config["method"] != "dsr_origin_nat":
         stages.append(("reply received by the proxy (private side)", proxy,
-                       lambda e: e["dir"] == "In" and e["dst"] == client and e["src"] in ups and e["sport"] == uport))
+                       lambda e: e["dir"] == "In" and e["dst"] == client and (e["src"], e["dport"]) == leg["up"] and e["sport"] == uport))
         stages.append(("reply sent to the client by the proxy" if config["method"] == "ip_transparency" else
                        "reply forwarded to the client, source rewritten to the VIP", proxy,
                        lambda e: e["dir"] == "Out" and e["dst"] == client and e["src"] == vip and e["sport"] == port and (data or e["payload"] > 0)))
@@ -602,7 +605,8 @@ def _summary(event):
 def trace_probe(config, probe, events):
     """Follow one probe. ``events``: every host's events within the probe's time window."""
     by_address = dict((addr, name) for name, addr in config["upstream_hosts"].items())
-    stages = _stages(config, probe)
+    leg = {}
+    stages = _stages(config, probe, leg)
     hops, upstream = [], None
     if config["method"] != "ip_transparency":
         # DSR keeps the client's port on every leg: only this probe's packets
@@ -618,6 +622,7 @@ def trace_probe(config, probe, events):
         event = candidates[0]
         if index == 2:
             upstream = by_address.get(event["dst"])
+            leg["up"] = (event["dst"], event["sport"])
         elif where == "@upstream" and upstream is None:
             upstream = event["host"]
         hops.append(dict(event, stage=name, summary=_summary(event)))
@@ -635,11 +640,16 @@ def _explain(config, probe, hops, missing, host, events):
     else:
         culprit = last["host"]
         what = "left %s by %s towards %s but never arrived at %s" % (culprit, last["iface"], last["dst"], host)
-    stray = [e for e in events if e["dst"] == client and e["dir"] == "Out" and e["src"] != vip and e["host"] != probe["host"] and e["t"] >= last["t"]]
+    upstream_hosts = set(config["upstream_hosts"])
+    stray = [e for e in events if e["dst"] == client and e["src"] != vip and e["t"] >= last["t"] and e["host"] not in upstream_hosts
+             and ((e["dir"] == "Out" and e["host"] != probe["host"]) or (e["dir"] == "In" and e["host"] == probe["host"]))]
     if stray:
         e = stray[0]
-        what += "; instead %s sent it out of %s with source %s (not %s): the client discards it" % (e["host"], e["iface"], e["src"], vip)
-        culprit = e["host"]
+        if e["host"] == probe["host"]:
+            what += "; the client received it from %s (not %s) and discards it" % (e["src"], vip)
+        else:
+            what += "; instead %s sent it out of %s with source %s (not %s): the client discards it" % (e["host"], e["iface"], e["src"], vip)
+            culprit = e["host"]
     icmp = [e for e in events if e["proto"] == "icmp" and e["t"] >= last["t"]]
     if icmp:
         what += "; ICMP from %s: %s" % (icmp[0]["src"], icmp[0]["info"])
@@ -707,7 +717,8 @@ def _short(event):
         return address if port is None else "%s:%d" % (address, port)
 
     return "%-10s %-6s %-3s %s > %s %s" % (
-        event["host"], event["iface"], event["dir"], end(event["src"], event["sport"]), end(event["dst"], event["dport"]), event.get("summary") or _summary(event))
+        event["host"], event["iface"], event["dir"], end(event["src"], event["sport"]), end(event["dst"], event["dport"]),
+        event.get("summary") or _summary(event))
 
 
 def report(config, findings, traces=None):
