@@ -20,8 +20,9 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import ipaddress
 import re
+
+from ansible_collections.netops.ip_transparency.plugins.module_utils.common import ValidationError, parse_address, parse_prefix
 
 STRICT, LOOSE, OFF = "strict", "loose", "off"
 MAIN_RULE_PRIORITY = 32766
@@ -32,16 +33,18 @@ NFT_EGRESS_KERNEL = (5, 16)  # the netdev egress hook of the nftables NAT backen
 
 
 def _ip(value):
+    """An address, or None (the report names bad values instead of failing)."""
     try:
-        return ipaddress.ip_address(str(value).strip())
-    except ValueError:
+        return parse_address(value)
+    except ValidationError:
         return None
 
 
 def _net(value):
+    """A prefix (host bits allowed), or None."""
     try:
-        return ipaddress.ip_network(str(value).strip(), strict=False)
-    except ValueError:
+        return parse_prefix(value, strict=False)
+    except ValidationError:
         return None
 
 
