@@ -13,7 +13,9 @@ switched off on the sending ends. Run it inside the device's network namespace (
 sysfs is the namespace's). Needs pyroute2 (the collection's .venv).
 """
 
+import errno
 import json
+import subprocess
 import sys
 
 from pyroute2.ethtool import Ethtool
@@ -23,11 +25,29 @@ TSO = ("tx-tcp-segmentation", "tx-tcp-ecn-segmentation", "tx-tcp-mangleid-segmen
        "tx-tcp-accecn-segmentation")
 
 
+def _write(path, value):
+    """Write a sysfs attribute. A container's network namespace has its sysfs superblock read-only (docker
+    mounts it so): then remount it read-write for the write and read-only again right after (we run in
+    ip netns exec's private mount namespace; the superblock's flag is what the container sees, restored)."""
+    try:
+        with open(path, "w") as handle:
+            handle.write(str(value))
+        return
+    except OSError as exc:
+        if exc.errno != errno.EROFS:
+            raise
+    subprocess.run(["mount", "-o", "remount,rw", "/sys"], check=True)
+    try:
+        with open(path, "w") as handle:
+            handle.write(str(value))
+    finally:
+        subprocess.run(["mount", "-o", "remount,ro", "/sys"], check=True)
+
+
 def _threaded(dev, value=None):
     path = "/sys/class/net/%s/threaded" % dev
     if value is not None:
-        with open(path, "w") as handle:
-            handle.write(str(value))
+        _write(path, value)
     with open(path) as handle:
         return int(handle.read().strip())
 

@@ -34,17 +34,21 @@ def targets_table(targets):
 
 def dns_table(dp):
     methods = dp["dns"]["methods"]
-    lines = ["| method | offered q/s | answered q/s | lost | p50 ms | p99 ms | proxy CPU ms / 1000 q | vs standard | machine busy |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| method | offered q/s | answered q/s | lost | p50 ms | p99 ms | proxy CPU ms / 1000 q | = nginx + NAPI | vs standard "
+             "| machine busy | drops counted (when lost) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     std = {r["offered_qps"]: r for r in methods.get("standard", [])}
     for m in ORDER:
         for r in methods.get(m, []):
             ref = std.get(r["offered_qps"])
             ratio = (r["proxy_cpu_ms_per_1k"] / ref["proxy_cpu_ms_per_1k"]) if ref and ref["proxy_cpu_ms_per_1k"] else None
-            lines.append("| %s | %d | %.0f | %d | %s | %s | %s | %s | %d %% |" % (
+            drops = ", ".join("%s %d" % kv for kv in sorted((r.get("drops") or {}).items()) if "NoPorts" not in kv[0])
+            split = "%.1f + %.1f" % (1e6 * r["proxy_cgroup_s"] / r["sent"], 1e6 * r["proxy_napi_s"] / r["sent"]) if r["sent"] else "-"
+            lines.append("| %s | %d | %.0f | %d | %s | %s | %s | %s | %s | %d %% | %s |" % (
                 LABEL[m] + (" (saturated)" if m == "standard" and saturated(r) else ""), r["offered_qps"],
                 r["completed"] / float(r["run_s"] or 1), r["lost"], _f(r["latency_p50_ms"]), _f(r["latency_p99_ms"]),
-                _f(r["proxy_cpu_ms_per_1k"], "%.3f"), _f(ratio, "%.2fx"), 100 * r["machine_busy_share"]))
+                _f(r["proxy_cpu_ms_per_1k"], "%.1f"), split, _f(ratio, "%.2fx"), 100 * r["machine_busy_share"],
+                drops if r["lost"] else ""))
     return lines
 
 
@@ -190,7 +194,10 @@ def write(out, data):
             "veth devices (every packet the proxy receives: delivery, forwarding, nftables, the egress rewrite). The standard "
             "proxy saturates at %s (answered < %d %% of offered or > 0.1 %% lost). plain = upstream1 directly, routed "
             "through the proxy, no nginx. DSR origin NAT: the rewrite runs on the upstreams, not on the proxy, so it is "
-            "not in the proxy's CPU (that is the method's point)."
+            "not in the proxy's CPU (that is the method's point). Caveat: each packet that finds a NAPI thread idle wakes "
+            "it, which costs far more than forwarding it (about 1 us, per-packet section): the NAPI part is inflated in "
+            "proportion to the packets the proxy receives (2 per query for all methods but origin NAT, 1 for it); "
+            "the nginx part is exact."
             % (dp["dns"]["dnsperf"], ("%d q/s" % sat) if sat else "no load of the sweep", 97),
             "",
         ] + dns_table(dp) + [

@@ -5,7 +5,7 @@
     python bench/run.py report DIR    results.json (every target: value, bound, status), report.md, bench.png
 
 Environment knobs (defaults keep the whole bench under ~15 minutes on a 2-core machine):
-    BENCH_DNS_LOADS="2000 5000 10000 15000 20000"   offered queries per second, each method
+    BENCH_DNS_LOADS="2000 4000 6000 8000 10000 12000"   offered queries per second, each method
     BENCH_DNS_SECONDS=5  BENCH_HTTP_SECONDS=5       per dnsperf / wrk run
     BENCH_PP_ROUNDS=7                               per-packet rounds (1 s per chain each)
     BENCH_CP_REPEAT=3                               control-plane repeats
@@ -87,7 +87,7 @@ def phase_lab(out):
     import dataplane
     t = time.time()
     log("data plane in the lab (dnsperf, wrk)")
-    result = dataplane.run(env_list("BENCH_DNS_LOADS", "2000 5000 10000 15000 20000"),
+    result = dataplane.run(env_list("BENCH_DNS_LOADS", "2000 4000 6000 8000 10000 12000"),
                            seconds=int(os.environ.get("BENCH_DNS_SECONDS", "5")),
                            http_seconds=int(os.environ.get("BENCH_HTTP_SECONDS", "5")), log=log)
     write_json(os.path.join(out, "dataplane.json"), result)
