@@ -462,7 +462,8 @@ def diagnose_upstream(results, host, config, facts, gateway, pings):
                         % (("via %s" % via) if via else "out directly" if not route.get("error") else "nowhere", gateway,
                            "the proxy never sees them" if method == "ip_transparency" else "they are never rewritten"),
                         [back] + main,
-                        "ip route replace default via %s (re-run the %s playbook: role upstream_default_route)" % (gateway, method))
+                        "ip route replace default via %s (re-run the %s playbook: role upstream_default_route), and remove any more "
+                        "specific route that sends the clients' networks elsewhere" % (gateway, method))
         else:
             results.ok(host, "default_route", back)
     elif via == gateway:
@@ -650,6 +651,8 @@ def _explain(config, probe, hops, missing, host, events):
         e = stray[0]
         if e["host"] == probe["host"]:
             what += "; the client received it from %s (not %s) and discards it" % (e["src"], vip)
+        elif e["host"] == last["host"]:
+            what = "%s forwarded it out of %s with source %s, not rewritten to %s: the client discards it" % (e["host"], e["iface"], e["src"], vip)
         else:
             what += "; instead %s sent it out of %s with source %s (not %s): the client discards it" % (e["host"], e["iface"], e["src"], vip)
             culprit = e["host"]

@@ -168,4 +168,4 @@ def test_router_nat_healthy_then_nat_rule_removed_is_named_on_the_proxy():
     assert found and "not rewritten to %s" % labcheck.VIP in found[0]["problem"], report["problems"]
     assert {f["host"] for f in report["problems"]} == {"proxy"}, report["problems"]
     assert lost_at(report) == {"proxy"}, [t["verdict"] for t in report["traces"]]
-    assert any("not %s" % labcheck.VIP in t["verdict"] for t in report["traces"]), [t["verdict"] for t in report["traces"]]
+    assert any("not rewritten to %s" % labcheck.VIP in t["verdict"] for t in report["traces"]), [t["verdict"] for t in report["traces"]]
