@@ -356,6 +356,10 @@ class Lab(object):
             dexec(host, "rndc querylog %s" % ("on" if on else "off"), check=False)
 
     # --- checks and measurements --------------------------------------------------------------------
+    def nginx_errors(self):
+        out = dexec(PROXY, "wc -l < /var/log/nginx/error.log 2>/dev/null || echo 0", check=False).stdout.strip()
+        return int(out) if out.isdigit() else 0
+
     def check_dns(self, target):
         out = dexec(CLIENT, "dig +short +time=1 +tries=2 @%s www.example.com A" % target, check=False).stdout.split()
         if not out or out[0] not in UPSTREAMS:
@@ -371,6 +375,7 @@ class Lab(object):
                "dnsperf -s %s -d /tmp/netops-bench-queries -l %s -Q %d -c 8 -q 1000 -t 1 -v"
                % (target, seconds, rate))
         load = MachineLoad().start()
+        errors0 = self.nginx_errors()
         drops0 = self.drops.sample()
         before = self.accounting.sample()
         text = dexec(CLIENT, cmd, timeout=seconds + 60).stdout
@@ -378,6 +383,11 @@ class Lab(object):
         drops = DropCounters.delta(drops0, self.drops.sample())
         result = parse_dnsperf(text)
         result["drops"] = drops
+        errors = self.nginx_errors() - errors0
+        if errors > 0:
+            # a query nginx could not send is counted nowhere in the kernel: its error log says why
+            result["drops"]["nginx_error_log_lines"] = errors
+            result["nginx_last_error"] = dexec(PROXY, "tail -n 1 /var/log/nginx/error.log", check=False).stdout.strip()[-300:]
         cpu = ProxyAccounting.delta(before, after)
         result.update({
             "offered_qps": rate,

@@ -42,7 +42,9 @@ def dns_table(dp):
         for r in methods.get(m, []):
             ref = std.get(r["offered_qps"])
             ratio = (r["proxy_cpu_ms_per_1k"] / ref["proxy_cpu_ms_per_1k"]) if ref and ref["proxy_cpu_ms_per_1k"] else None
-            drops = ", ".join("%s %d" % kv for kv in sorted((r.get("drops") or {}).items()) if "NoPorts" not in kv[0])
+            drops = ", ".join("%s %d" % kv for kv in sorted((r.get("drops") or {}).items()))
+            if r["lost"] and not drops:
+                drops = "none of the counters moved"
             split = "%.1f + %.1f" % (1e6 * r["proxy_cgroup_s"] / r["sent"], 1e6 * r["proxy_napi_s"] / r["sent"]) if r["sent"] else "-"
             lines.append("| %s | %d | %.0f | %d | %s | %s | %s | %s | %s | %d %% | %s |" % (
                 LABEL[m] + (" (saturated)" if m == "standard" and saturated(r) else ""), r["offered_qps"],
@@ -175,7 +177,8 @@ def write(out, data):
         "Run of %s on `%s`: %s, %s CPUs (%s), %s GiB, kernel %s. Load average at start %s%s."
         % (m.get("date_utc"), m.get("hostname"), m.get("os"), m.get("cpus"), m.get("cpu"), m.get("memory_gib"),
            m.get("kernel"), m.get("loadavg_at_start"),
-           ("; whole bench %.0f s" % timing["total_s"]) if timing.get("total_s") else ""),
+           ("; whole bench %.0f s (%s)" % (timing["total_s"], ", ".join("%s %s" % (k[:-2].replace("_", " "), v) for k, v in sorted(
+               timing.items()) if k != "total_s"))) if timing.get("total_s") else ""),
         "",
         "The machine is shared: absolute figures are noise, the ratios between methods measured in the same run are the "
         "result. 'machine busy' is the share of all CPUs busy during a run (ours and everybody else's).",

@@ -105,7 +105,15 @@ def phase_report(out):
     started = os.path.join(out, "started")
     if os.path.exists(started):
         with open(started) as handle:
-            data["timing"] = {"total_s": round(time.time() - int(handle.read().strip()))}
+            t0 = int(handle.read().strip())
+        data["timing"] = {"total_s": round(time.time() - t0)}
+        vm_json, dp_json = os.path.join(out, "vm.json"), os.path.join(out, "dataplane.json")
+        if os.path.exists(vm_json):
+            data["timing"]["host_phases_s"] = round(os.path.getmtime(vm_json) - t0)
+            if data["dataplane"]:
+                lab_start = os.path.getmtime(dp_json) - data["dataplane"]["elapsed_s"]
+                data["timing"]["lock_wait_and_make_lab_s"] = round(lab_start - os.path.getmtime(vm_json))
+                data["timing"]["lab_phase_s"] = round(data["dataplane"]["elapsed_s"])
     data["targets"] = targets.evaluate(data["dataplane"], data["controlplane"], data["perpacket"], data["vm"])
     write_json(os.path.join(out, "results.json"), data)
     report.write(out, data)
