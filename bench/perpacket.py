@@ -159,6 +159,7 @@ def run(rounds=7, seconds=1.0, log=print):
     finally:
         for chain in chains:
             chain.destroy()
+        sh(["rm", "-rf", workdir])
     summary = {}
     for chain in chains:
         kind = chain.kind
