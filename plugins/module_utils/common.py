@@ -140,3 +140,21 @@ class Plan(object):
             "before": "".join(line + "\n" for line in self.before),
             "after": "".join(line + "\n" for line in self.after),
         }
+
+
+def outcome(action, diff):
+    """Run ``action()`` (a state module's work) and say how the module should end.
+
+    Returns ``(True, result)`` for ``exit_json`` or ``(False, failure)`` for ``fail_json``: domain
+    errors become a message (with ``rolled_back`` for an ApplyError), and the ``diff`` key is kept only
+    when Ansible asked for one. Deciding here keeps the modules free of the same try/except.
+    """
+    try:
+        result = action()
+    except ApplyError as exc:
+        return False, {"msg": str(exc), "rolled_back": exc.rolled_back}
+    except NetopsError as exc:
+        return False, {"msg": str(exc)}
+    if not diff:
+        result.pop("diff", None)
+    return True, result

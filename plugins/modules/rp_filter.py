@@ -117,7 +117,7 @@ sysctl_file:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netops.ip_transparency.plugins.module_utils.common import ApplyError, NetopsError
+from ansible_collections.netops.ip_transparency.plugins.module_utils.common import outcome
 from ansible_collections.netops.ip_transparency.plugins.module_utils.rp_filter import DEFAULT_SYSCTL_FILE, ensure
 
 
@@ -134,14 +134,9 @@ def main():
         required_if=[("state", "present", ["value"])],
         supports_check_mode=True,
     )
-    try:
-        result = ensure(module.params, check_mode=module.check_mode)
-    except ApplyError as exc:
-        module.fail_json(msg=str(exc), rolled_back=exc.rolled_back)
-    except NetopsError as exc:
-        module.fail_json(msg=str(exc))
-    if not module._diff:
-        result.pop("diff")
+    ok, result = outcome(lambda: ensure(module.params, check_mode=module.check_mode), module._diff)
+    if not ok:
+        module.fail_json(**result)
     module.exit_json(**result)
 
 

@@ -229,8 +229,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.netops.ip_transparency.plugins.module_utils.common import (
     HAS_PYROUTE2,
     PYROUTE2_IMPORT_ERROR,
-    ApplyError,
-    NetopsError,
+    outcome,
 )
 from ansible_collections.netops.ip_transparency.plugins.module_utils.tc_nat_filter import run
 
@@ -258,14 +257,9 @@ def main():
     )
     if not HAS_PYROUTE2:
         module.fail_json(msg=missing_required_lib("pyroute2"), exception=PYROUTE2_IMPORT_ERROR)
-    try:
-        result = run(module.params, check_mode=module.check_mode)
-    except ApplyError as exc:
-        module.fail_json(msg=str(exc), rolled_back=exc.rolled_back)
-    except NetopsError as exc:
-        module.fail_json(msg=str(exc))
-    if not module._diff:
-        result.pop("diff")
+    ok, result = outcome(lambda: run(module.params, check_mode=module.check_mode), module._diff)
+    if not ok:
+        module.fail_json(**result)
     module.exit_json(**result)
 
 

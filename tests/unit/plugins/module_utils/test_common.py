@@ -1,0 +1,46 @@
+"""Unit tests of common.py: address parsing and the modules' shared outcome."""
+
+import pytest
+
+from ansible_collections.netops.ip_transparency.plugins.module_utils import common
+
+
+def test_parse_prefix_refuses_host_bits_and_names_both_readings():
+    with pytest.raises(common.ValidationError) as err:
+        common.parse_prefix("172.16.0.1/24")
+    assert "172.16.0.0/24" in str(err.value) and "172.16.0.1/32" in str(err.value)
+
+
+def test_parse_prefix_takes_an_address_as_a_host_prefix():
+    assert str(common.parse_prefix("172.16.0.11")) == "172.16.0.11/32"
+
+
+def test_same_family_refuses_a_mix():
+    with pytest.raises(common.ValidationError):
+        common.same_family([common.parse_address("10.0.0.1"), common.parse_address("2001:db8::1")])
+
+
+def test_outcome_keeps_diff_only_when_asked():
+    ok, result = common.outcome(lambda: {"changed": True, "diff": {"before": "", "after": "x\n"}}, diff=False)
+    assert ok and result == {"changed": True}
+    ok, result = common.outcome(lambda: {"changed": True, "diff": {"before": "", "after": "x\n"}}, diff=True)
+    assert ok and result["diff"]["after"] == "x\n"
+
+
+def test_outcome_turns_domain_errors_into_failures():
+    def half_applied():
+        raise common.ApplyError("route refused", rolled_back=True)
+
+    def bad_input():
+        raise common.ValidationError("unknown interface 'eth9'")
+
+    assert common.outcome(half_applied, diff=True) == (False, {"msg": "route refused", "rolled_back": True})
+    assert common.outcome(bad_input, diff=True) == (False, {"msg": "unknown interface 'eth9'"})
+
+
+def test_outcome_lets_other_errors_through():
+    def broken():
+        raise KeyError("bug")
+
+    with pytest.raises(KeyError):
+        common.outcome(broken, diff=True)
