@@ -92,3 +92,27 @@ def link_counter(host, ifname, counter):
 
 def default_route(host):
     return host.check_output("ip -4 route show default")
+
+
+def assert_probe_seen_from_client(client):
+    """A DNS probe with a unique name, sent from ``client`` to the VIP, is answered (NXDOMAIN) and
+    exactly one upstream logged it, with the client's own address as source."""
+    name = unique_name()
+    status = client.check_output("dig +time=2 +tries=1 @%s %s | grep -o 'status: [A-Z]*'" % (VIP, name))
+    assert status == "status: NXDOMAIN", "the probe was not answered through the proxy"
+    seen = query_sources(name)
+    assert len(seen) == 1, "exactly one upstream should have answered the probe: %s" % seen
+    sources = list(seen.values())[0]
+    assert sources == [CLIENT], "the upstream saw %s, not the client" % sources
+
+
+def assert_workers_least_privilege():
+    """nginx workers on the proxy never run as root and hold only CAP_NET_RAW (what proxy_bind transparent needs)."""
+    proxy = lab_host("proxy")
+    workers = proxy.check_output("ps -o pid=,user= --ppid $(cat /run/nginx.pid)").splitlines()
+    assert workers, "no nginx worker"
+    for line in workers:
+        pid, user = line.split()
+        assert user != "root", "nginx worker %s runs as root" % pid
+        caps = proxy.check_output("grep CapEff /proc/%s/status" % pid).split()[1]
+        assert int(caps, 16) == 1 << 13, "worker %s has capabilities %s, expected only CAP_NET_RAW" % (pid, caps)

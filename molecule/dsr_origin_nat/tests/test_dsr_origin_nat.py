@@ -57,12 +57,7 @@ def test_answers_are_balanced_over_all_four_upstreams(host):
     print("answers: %s" % ", ".join(answers))
     assert set(answers) == set(labcheck.UPSTREAMS.values()), "DNS not balanced across all four upstreams"
 
-    name = labcheck.unique_name()
-    status = host.check_output("dig +time=2 +tries=1 @%s %s | grep -o 'status: [A-Z]*'" % (labcheck.VIP, name))
-    assert status == "status: NXDOMAIN", "the probe was not answered"
-    seen = labcheck.query_sources(name)
-    assert len(seen) == 1, "exactly one upstream should have answered the probe: %s" % seen
-    assert list(seen.values())[0] == [labcheck.CLIENT], "the upstream did not see the client: %s" % seen
+    labcheck.assert_probe_seen_from_client(host)
 
 
 def test_sustained_load_is_answered_without_the_replies_passing_the_proxy(host):

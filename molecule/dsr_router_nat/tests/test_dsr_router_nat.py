@@ -54,12 +54,7 @@ def test_answers_are_balanced_over_all_four_upstreams_and_come_from_the_vip(host
     print("answers: %s" % ", ".join(answers))
     assert set(answers) == set(labcheck.UPSTREAMS.values()), "DNS not balanced across all four upstreams"
 
-    name = labcheck.unique_name()
-    status = host.check_output("dig +time=2 +tries=1 @%s %s | grep -o 'status: [A-Z]*'" % (labcheck.VIP, name))
-    assert status == "status: NXDOMAIN", "the probe was not answered through the proxy"
-    seen = labcheck.query_sources(name)
-    assert len(seen) == 1, "exactly one upstream should have answered the probe: %s" % seen
-    assert list(seen.values())[0] == [labcheck.CLIENT], "the upstream did not see the client: %s" % seen
+    labcheck.assert_probe_seen_from_client(host)
 
 
 def test_replies_are_forwarded_by_the_proxy_never_delivered_to_nginx(host):

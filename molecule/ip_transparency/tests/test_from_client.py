@@ -29,21 +29,8 @@ def test_udp_service_is_answered_and_upstreams_see_the_client(host):
         answers.add(out.strip())
     assert answers == set(labcheck.UPSTREAMS.values()), "DNS not balanced across all four upstreams"
 
-    name = labcheck.unique_name()
-    status = host.check_output("dig +time=2 +tries=1 @%s %s | grep -o 'status: [A-Z]*'" % (labcheck.VIP, name))
-    assert status == "status: NXDOMAIN", "the probe was not answered through the proxy"
-    seen = labcheck.query_sources(name)
-    assert len(seen) == 1, "exactly one upstream should have answered the probe: %s" % seen
-    sources = list(seen.values())[0]
-    assert sources == [labcheck.CLIENT], "the upstream saw %s, not the client" % sources
+    labcheck.assert_probe_seen_from_client(host)
 
 
 def test_proxy_workers_are_not_root_and_hold_only_cap_net_raw():
-    proxy = labcheck.lab_host("proxy")
-    workers = proxy.check_output("ps -o pid=,user= --ppid $(cat /run/nginx.pid)").splitlines()
-    assert workers, "no nginx worker"
-    for line in workers:
-        pid, user = line.split()
-        assert user != "root", "nginx worker %s runs as root" % pid
-        caps = proxy.check_output("grep CapEff /proc/%s/status" % pid).split()[1]
-        assert int(caps, 16) == 1 << 13, "worker %s has capabilities %s, expected only CAP_NET_RAW" % (pid, caps)
+    labcheck.assert_workers_least_privilege()

@@ -109,18 +109,6 @@ def dns_sees_client(client):
         assert set(sources) == {labcheck.CLIENT}, "an upstream saw %s, not the client" % sources
 
 
-def assert_workers_least_privilege():
-    """nginx workers never run as root and hold only CAP_NET_RAW (what proxy_bind transparent needs)."""
-    proxy = labcheck.lab_host("proxy")
-    workers = proxy.check_output("ps -o pid=,user= --ppid $(cat /run/nginx.pid)").splitlines()
-    assert workers, "no nginx worker"
-    for line in workers:
-        pid, user = line.split()
-        assert user != "root", "nginx worker %s runs as root" % pid
-        caps = proxy.check_output("grep CapEff /proc/%s/status" % pid).split()[1]
-        assert int(caps, 16) == 1 << 13, "worker %s has capabilities %s, expected only CAP_NET_RAW" % (pid, caps)
-
-
 def rp_filters(dump_text):
     return [line for line in dump_text.splitlines() if line.startswith("/proc/sys/net/ipv4/conf/")]
 
@@ -268,13 +256,13 @@ def test_rerun_after_the_failure_applies_method_1(host):
     applied("ip_transparency", {"upstream_default_route_controller_address": "172.16.0.254"})
     http_sees_client(host)
     dns_sees_client(host)
-    assert_workers_least_privilege()
+    labcheck.assert_workers_least_privilege()
 
 
 def test_switch_to_2a_router_nat(host):
     applied("dsr_router_nat")
     dns_sees_client(host)
-    assert_workers_least_privilege()
+    labcheck.assert_workers_least_privilege()
     proxy = labcheck.lab_host("proxy")
     assert "fwmark" not in proxy.check_output("ip -4 rule show"), "Method 1's fwmark rule is left"
     assert not proxy.check_output("ip -4 route show table 100"), "Method 1's local route is left"
@@ -285,7 +273,7 @@ def test_switch_to_2a_router_nat(host):
 def test_switch_to_2b_origin_nat(host):
     applied("dsr_origin_nat")
     dns_sees_client(host)
-    assert_workers_least_privilege()
+    labcheck.assert_workers_least_privilege()
     proxy = labcheck.lab_host("proxy")
     base = STATE["baseline"]["proxy"]
     assert not [t for t in nft_tables(proxy) if t.startswith("table netdev")], "2a's NAT table is left on the proxy"
