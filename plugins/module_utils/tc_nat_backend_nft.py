@@ -42,7 +42,7 @@ import socket
 import subprocess
 
 from ansible_collections.netops.ip_transparency.plugins.module_utils.common import KernelFeatureError, ValidationError
-from ansible_collections.netops.ip_transparency.plugins.module_utils.tc_nat_filter import IPPROTO, Rule, Step, collapse
+from ansible_collections.netops.ip_transparency.plugins.module_utils.tc_nat_filter import IPPROTO, Rule, Step, collapse, device_id
 
 TABLE_PREFIX = "netops_nat_"
 CHAIN = "egress"
@@ -53,12 +53,8 @@ MARK = "netops.ip_transparency.tc_nat_filter"
 
 
 def table_name(device):
-    """``netops_nat_<device>``: letters and digits kept, every other byte as ``_xx`` (injective)."""
-    out = []
-    for byte in bytearray(device.encode("utf-8")):
-        char = chr(byte)
-        out.append(char if (char.isalnum() and byte < 128) else "_%02x" % byte)
-    return TABLE_PREFIX + "".join(out)
+    """``netops_nat_<device>``, the device name as device_id() spells it."""
+    return TABLE_PREFIX + device_id(device)
 
 
 def comment(device):

@@ -369,6 +369,27 @@ def render_qdisc():
     return "qdisc htb %s root default %x" % (fmt_qdisc(OWN_QDISC), OWN_HTB_DEFAULT)
 
 
+def leaf_order(key):
+    """The order leaves are written in: by hash bucket, then address, protocol, port."""
+    return (bucket_of(key[0]), int(key[0]), key[1], key[2])
+
+
+def boot_batch(device, rules):
+    """``tc -batch`` lines that build the module's objects for ``rules`` on a device whose root qdisc is the
+    kernel's default, as at boot: the same qdisc, hash table, link and leaves that ``plan`` creates (the
+    commands whose netlink requests the codec tests compare byte for byte with iproute2's)."""
+    wanted = expand(rules)
+    add = "filter add dev %s " % device
+    lines = [
+        "qdisc add dev %s root handle %s htb default %x" % (device, fmt_qdisc(OWN_QDISC), OWN_HTB_DEFAULT),
+        add + render_divisor(OWN_QDISC)[len("filter "):],
+        add + render_link(OWN_QDISC)[len("filter "):],
+    ]
+    for key in sorted(wanted, key=leaf_order):
+        lines.append(add + render_leaf(OWN_QDISC, key[0], key[1], key[2], wanted[key])[len("filter "):])
+    return lines
+
+
 def expand(rules):
     """Collapsed IPv4 rules -> {(src address, protocol, sport): nat_to}, one entry per upstream address."""
     leaves = {}
@@ -614,7 +635,7 @@ class TcBackend(object):
         for key, leaf in sorted(have.items(), key=lambda item: (int(item[0][0]), item[0][1], item[0][2])):
             if wanted.get(key) != leaf.nat_to or leaf.control != "continue":
                 steps.append(self._leaf_removal(parent, leaf))
-        for key in sorted(wanted, key=lambda k: (bucket_of(k[0]), int(k[0]), k[1], k[2])):
+        for key in sorted(wanted, key=leaf_order):
             leaf = have.get(key)
             if leaf is not None and leaf.nat_to == wanted[key] and leaf.control == "continue":
                 continue
@@ -625,7 +646,7 @@ class TcBackend(object):
         after = [] if not (state.root_ours or state.root_default) else [render_qdisc()]
         after.append(render_divisor(parent))
         after.append(render_link(parent))
-        for key in sorted(wanted, key=lambda k: (bucket_of(k[0]), int(k[0]), k[1], k[2])):
+        for key in sorted(wanted, key=leaf_order):
             after.append(render_leaf(parent, key[0], key[1], key[2], wanted[key]))
         return Plan(before, after, steps)
 

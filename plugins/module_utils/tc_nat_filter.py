@@ -47,6 +47,16 @@ BACKENDS = ("auto", "tc", "nftables")
 TC_MAX_ADDRESSES_PER_RULE = 256
 
 
+def device_id(device):
+    """A device name as an identifier for nft tables, unit and file names: letters and digits kept, every other
+    byte as ``_xx`` (injective, so two devices never share a table or a file)."""
+    out = []
+    for byte in bytearray(device.encode("utf-8")):
+        char = chr(byte)
+        out.append(char if (char.isalnum() and byte < 128) else "_%02x" % byte)
+    return "".join(out)
+
+
 class Rule(collections.namedtuple("Rule", "src protocol sport nat_to")):
     """One normalised rule: ``src`` an ip_network, ``protocol`` udp|tcp, ``sport`` int, ``nat_to`` an ip_address."""
 
@@ -319,10 +329,12 @@ def apply_steps(steps):
 def run(params, check_mode=False, detect=act_nat_support, ipr_factory=None):
     """The whole module: returns the result dict (changed, backend, rules, added, removed, diff, commands).
 
-    ``params``: device, backend, rules, state, foreign_qdisc (as the module's argument_spec).
+    ``params``: device, backend, rules, state, foreign_qdisc, persist, persist_dir, unit_dir (as the module's
+    argument_spec).
     """
     from ansible_collections.netops.ip_transparency.plugins.module_utils import tc_nat_backend_nft as nft_backend
     from ansible_collections.netops.ip_transparency.plugins.module_utils import tc_nat_backend_tc as tc_backend
+    from ansible_collections.netops.ip_transparency.plugins.module_utils import tc_nat_persist as persist
 
     device = params["device"]
     state = params.get("state") or "present"
@@ -330,6 +342,7 @@ def run(params, check_mode=False, detect=act_nat_support, ipr_factory=None):
     rules = normalise_rules(params.get("rules"))
     if not device or "/" in device or len(device) > 15:
         raise ValidationError("device %r is not a valid interface name" % (device,))
+    boot = persist.Files(device, params.get("persist_dir") or persist.DEFAULT_PERSIST_DIR, params.get("unit_dir") or persist.DEFAULT_UNIT_DIR)
     factory = ipr_factory or IPRoute
     with factory() as ipr:
         index = interface_index(ipr, device)
@@ -361,11 +374,21 @@ def run(params, check_mode=False, detect=act_nat_support, ipr_factory=None):
             "tc": tc.plan(current["tc"], wanted["tc"]),
             "nftables": nft.plan(current["nftables"], wanted["nftables"]),
         }
+        if params.get("persist") and wanted["tc"] and not (current["tc"].root_ours or current["tc"].root_default):
+            raise ValidationError(
+                "persist cannot restore filters attached to the root qdisc %s of %s: the module did not create it and "
+                "cannot tell when it exists at boot; restore that qdisc and the filters with it, or use backend: nftables"
+                % (tc_backend.fmt_qdisc(current["tc"].root_handle), device)
+            )
+        boot_before = boot.read()
+        boot_after = boot.wanted(wanted, params.get("persist"))
         before_rules = set(existing["tc"]) | set(existing["nftables"])
         after_rules = set(wanted["tc"]) | set(wanted["nftables"])
         # the backend being written first, then the cleanup of the other one
         order = ("tc", "nftables") if backend == "tc" else ("nftables", "tc")
         steps = [step for name in order for step in plans[name].steps]
+        # the boot files follow the kernel in the same transaction
+        steps.extend(persist.plan(boot_before, boot_after, boot.unit_dir))
         result = {
             "changed": bool(steps),
             "backend": backend,
@@ -375,9 +398,10 @@ def run(params, check_mode=False, detect=act_nat_support, ipr_factory=None):
             "added": [rule.as_dict() for rule in sorted(after_rules - before_rules, key=Rule.sort_key)],
             "removed": [rule.as_dict() for rule in sorted(before_rules - after_rules, key=Rule.sort_key)],
             "commands": [step.line for step in steps],
+            "boot_files": sorted(boot_after),
             "diff": {
-                "before": "".join(line + "\n" for name in order for line in plans[name].before),
-                "after": "".join(line + "\n" for name in order for line in plans[name].after),
+                "before": "".join(line + "\n" for line in [ln for name in order for ln in plans[name].before] + persist.lines(boot_before)),
+                "after": "".join(line + "\n" for line in [ln for name in order for ln in plans[name].after] + persist.lines(boot_after)),
             },
         }
         if steps and not check_mode:

@@ -111,6 +111,29 @@ options:
     type: str
     choices: [fail, attach]
     default: fail
+  persist:
+    description:
+      - Also make the device's rules come back at boot, without Ansible. The module writes, in the same transaction
+        as the kernel change, a restore file under O(persist_dir) (C(nat-DEVICE.nft), the nft transaction the
+        V(nftables) backend loads, or C(nat-DEVICE.tc), C(tc -batch) commands for the V(tc) backend) and a oneshot
+        systemd unit C(netops-nat-DEVICE.service) in O(unit_dir) that loads it after C(network.target), enabled
+        through its C(multi-user.target.wants) link. The files always match the rules the device ends with; they are
+        removed when no rule is left.
+      - V(false) removes those files when a previous run wrote them, so that old rules cannot come back at boot.
+      - Refused with the V(tc) backend on a root qdisc the module did not create (O(foreign_qdisc=attach)).
+    type: bool
+    default: false
+  persist_dir:
+    description:
+      - Where the restore files are written (absolute path; created when missing).
+    type: path
+    default: /etc/netops-ip-transparency
+  unit_dir:
+    description:
+      - Where the systemd unit and its C(multi-user.target.wants) link are written (absolute path). When it is the
+        default and systemd runs, the module reloads systemd's configuration after changing them.
+    type: path
+    default: /etc/systemd/system
   state:
     description:
       - V(present) makes O(rules) the device's rules; V(absent) removes the listed rules, or all of the module's
@@ -120,8 +143,8 @@ options:
     choices: [present, absent]
     default: present
 notes:
-  - The objects live in the network namespace the module runs in and do not survive a reboot; apply the module at
-    boot (or from a role) to restore them.
+  - The objects live in the network namespace the module runs in and do not survive a reboot unless O(persist=true)
+    (for the host's own network namespace, with systemd).
   - Only one caller should manage a device; the module owns the whole rule set of that device.
   - Stateless matching needs the ports, which only the first fragment of a fragmented IPv4 datagram carries; the
     other fragments keep the upstream's source (with either backend, as with the article's commands). Keep the
@@ -169,7 +192,14 @@ EXAMPLES = r"""
       - {src: 172.16.0.0/28, sport: 53, nat_to: 192.168.99.10}
       - {src: "2001:db8:16::/64", sport: 53, nat_to: "2001:db8:99::10"}
 
-- name: Remove everything the module set up on eth0
+- name: Router NAT that survives a reboot (restore file and systemd unit written with the change)
+  netops.ip_transparency.tc_nat_filter:
+    device: eth0
+    rules:
+      - {src: 172.16.0.11, sport: 53, nat_to: 192.168.99.10}
+    persist: true
+
+- name: Remove everything the module set up on eth0 (and its boot files)
   netops.ip_transparency.tc_nat_filter:
     device: eth0
     state: absent
@@ -212,6 +242,13 @@ commands:
   type: list
   elements: str
   sample: ["tc qdisc add dev eth0 root handle d5: htb default d5d5"]
+boot_files:
+  description: The boot files (restore files, unit and its link) that exist after the run; empty without O(persist).
+  returned: always
+  type: list
+  elements: str
+  sample: ["/etc/netops-ip-transparency/nat-eth0.nft", "/etc/systemd/system/multi-user.target.wants/netops-nat-eth0.service",
+           "/etc/systemd/system/netops-nat-eth0.service"]
 device:
   description: The device.
   returned: always
@@ -251,6 +288,9 @@ def main():
                 ),
             ),
             foreign_qdisc=dict(type="str", default="fail", choices=["fail", "attach"]),
+            persist=dict(type="bool", default=False),
+            persist_dir=dict(type="path", default="/etc/netops-ip-transparency"),
+            unit_dir=dict(type="path", default="/etc/systemd/system"),
             state=dict(type="str", default="present", choices=["present", "absent"]),
         ),
         supports_check_mode=True,

@@ -329,3 +329,54 @@ def test_tc_never_replaces_a_foreign_root_qdisc(pair, sh):
     refused = json.loads(ns_python(pair.up, FOREIGN, "present", "attach").stdout)
     assert "root qdisc pfifo 1:" in refused["msg"], refused
     assert "qdisc pfifo 1: root" in sh(pair.up, "tc qdisc show dev up0")
+
+
+# --- persist: the boot files bring the rules back without Ansible ----------------------------------
+
+
+def boot(sh, ns, unit_path):
+    """What systemd does with the unit at boot: its ExecStart commands in order ("-": failure ignored)."""
+    with open(unit_path) as handle:
+        commands = [line[len("ExecStart="):] for line in handle.read().splitlines() if line.startswith("ExecStart=")]
+    assert commands, "the unit runs nothing"
+    for command in commands:
+        ignore = command.startswith("-")
+        sh(ns, command.lstrip("-").replace("%%", "%").replace("$$", "$"), check=not ignore)
+    return commands
+
+
+def persisted(tmp_path, **args):
+    return dict(args, persist=True, persist_dir=str(tmp_path / "etc"), unit_dir=str(tmp_path / "units"))
+
+
+def test_persisted_rules_come_back_after_a_reboot_and_absent_removes_the_boot_files(pair, run_module, sh, tmp_path):
+    args = persisted(tmp_path, device="up0", backend="nftables", rules=RULES[:3])
+    checked = run_module(pair.up, "tc_nat_filter", args, check=True)
+    assert checked["changed"] is True and not (tmp_path / "etc").exists() and not (tmp_path / "units").exists()
+
+    first = run_module(pair.up, "tc_nat_filter", args)
+    unit = str(tmp_path / "units" / "netops-nat-up0.service")
+    assert first["boot_files"] == sorted([str(tmp_path / "etc" / "nat-up0.nft"), unit,
+                                          str(tmp_path / "units" / "multi-user.target.wants" / "netops-nat-up0.service")])
+    assert first["diff"] == checked["diff"] and "file %s" % unit in first["diff"]["after"]
+    assert os.readlink(first["boot_files"][1]) == unit
+    assert run_module(pair.up, "tc_nat_filter", args)["changed"] is False
+
+    # the reboot: the kernel forgets the table; the unit's commands alone bring the rewrite back
+    sh(pair.up, "nft delete table netdev netops_nat_up0")
+    assert pair.exchange(DATAGRAMS[:1]) == {"a": "172.16.0.11 53"}
+    assert boot(sh, pair.up, unit) == ["nft -f %s" % (tmp_path / "etc" / "nat-up0.nft")]
+    assert pair.exchange(DATAGRAMS[:3]) == {"a": "%s 53" % VIP, "b": "%s 53" % VIP, "c": "192.168.99.20 53"}
+    assert run_module(pair.up, "tc_nat_filter", args)["changed"] is False, "what the boot restored is what the module sets"
+    boot(sh, pair.up, unit)  # a restart of the unit while the table is there: still one table, same rules
+    assert nft_tables(sh, pair.up) == ["table", "netdev", "netops_nat_up0"]
+    assert run_module(pair.up, "tc_nat_filter", args)["changed"] is False
+
+    # persist off: the boot files go (old rules must not come back at boot), the kernel keeps the rules
+    kept = run_module(pair.up, "tc_nat_filter", dict(args, persist=False))
+    assert kept["changed"] is True and kept["boot_files"] == [] and kept["added"] == kept["removed"] == []
+    assert not os.listdir(str(tmp_path / "units" / "multi-user.target.wants")) and not os.listdir(str(tmp_path / "etc"))
+    run_module(pair.up, "tc_nat_filter", args)
+    gone = run_module(pair.up, "tc_nat_filter", persisted(tmp_path, device="up0", state="absent"))
+    assert gone["changed"] is True and gone["boot_files"] == []
+    assert nft_tables(sh, pair.up) == [] and not os.path.exists(unit)

@@ -7,7 +7,7 @@ there: few module runs, each checking much.
 
 import pytest
 
-from test_tc_nat_filter import ACT_NAT, ACT_NAT_HOW, RULES, VIP, Pair, nft_tables
+from test_tc_nat_filter import ACT_NAT, ACT_NAT_HOW, RULES, VIP, Pair, boot, nft_tables, persisted
 
 VM_COMMAND = "make vm (tests/vm/run-in-vm -- .venv/bin/pytest -p no:cacheprovider -m needs_tc_nat tests/integration)"
 
@@ -100,3 +100,34 @@ def test_tc_owns_only_what_it_created(pair, run_module, sh):
     shown = sh(pair.up, "tc filter show dev up0")
     assert "pref 7" in shown and "nat" not in shown and "pref 1 " not in shown, shown
     assert "htb d5:" in sh(pair.up, "tc qdisc show dev up0")
+
+
+def test_tc_rules_persisted_come_back_after_a_reboot(pair, run_module, sh, tmp_path):
+    args = persisted(tmp_path, device="up0", backend="tc", rules=TC_RULES)
+    first = run_module(pair.up, "tc_nat_filter", args)
+    assert first["changed"] is True and first["backend"] == "tc"
+    unit = str(tmp_path / "units" / "netops-nat-up0.service")
+    assert str(tmp_path / "etc" / "nat-up0.tc") in first["boot_files"]
+    shown = sh(pair.up, "tc filter show dev up0")
+
+    # the reboot: the device is back to the kernel's default qdisc; the unit's commands rebuild the same filters
+    sh(pair.up, "tc qdisc del dev up0 root")
+    assert boot(sh, pair.up, unit)[1] == "tc -batch %s" % (tmp_path / "etc" / "nat-up0.tc")
+    assert sh(pair.up, "tc filter show dev up0") == shown
+    assert pair.exchange(DATAGRAMS[:4]) == {"a": "%s 53" % VIP, "b": "%s 53" % VIP, "c": "192.168.99.20 53", "d": "172.16.0.11 54"}
+    # a restart of the unit replaces the module's qdisc with the same; the module has nothing to do
+    boot(sh, pair.up, unit)
+    assert sh(pair.up, "tc filter show dev up0") == shown
+    again = run_module(pair.up, "tc_nat_filter", args)
+    assert again["changed"] is False, again["commands"]
+
+    gone = run_module(pair.up, "tc_nat_filter", persisted(tmp_path, device="up0", state="absent"))
+    assert gone["boot_files"] == [] and not (tmp_path / "units" / "netops-nat-up0.service").exists()
+    assert "noqueue" in sh(pair.up, "tc qdisc show dev up0")
+
+
+def test_persist_refuses_filters_on_a_foreign_qdisc(pair, run_module, sh, tmp_path):
+    sh(pair.up, "tc qdisc add dev up0 root handle 1: prio")
+    refused = run_module(pair.up, "tc_nat_filter", persisted(tmp_path, device="up0", backend="tc", rules=TC_RULES, foreign_qdisc="attach"))
+    assert refused["failed"] and "persist cannot restore filters attached to the root qdisc 1:" in refused["msg"], refused
+    assert sh(pair.up, "tc filter show dev up0") == "" and not (tmp_path / "etc").exists()

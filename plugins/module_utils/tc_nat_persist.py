@@ -1,0 +1,196 @@
+# -*- coding: utf-8 -*-
+# Copyright: netops maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Boot persistence of tc_nat_filter's rules: a restore file per backend and a systemd unit per device.
+
+The kernel forgets qdiscs, filters and nftables tables at reboot. With ``persist`` the module keeps,
+next to what it sets in the kernel, the files that set it again at boot without Ansible:
+
+- ``<persist_dir>/nat-<device>.nft``: the nft transaction that (re)creates the device's table (the
+  same script the nftables backend loads, so running it twice is harmless);
+- ``<persist_dir>/nat-<device>.tc``: the ``tc -batch`` commands that build the tc backend's qdisc, hash
+  table and filters on a device whose root qdisc is the kernel's default;
+- ``<unit_dir>/netops-nat-<device>.service``: a oneshot unit that loads them after the network is up,
+  enabled through the ``multi-user.target.wants`` link (what ``systemctl enable`` creates).
+
+The files always say what the kernel holds after the run: they are written with the kernel change,
+in the same transaction (undone if a later step fails), and removed when no rule is left or when
+``persist`` is off (a boot file the caller no longer wants would bring old rules back).
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import subprocess
+import tempfile
+
+from ansible_collections.netops.ip_transparency.plugins.module_utils.common import ValidationError
+from ansible_collections.netops.ip_transparency.plugins.module_utils.tc_nat_filter import Step, device_id
+
+DEFAULT_PERSIST_DIR = "/etc/netops-ip-transparency"
+DEFAULT_UNIT_DIR = "/etc/systemd/system"
+WANTS = "multi-user.target.wants"
+HEADER = "# Written by netops.ip_transparency.tc_nat_filter for %s; it is rewritten by the module, do not edit.\n"
+
+UNIT = """# Written by netops.ip_transparency.tc_nat_filter; it is rewritten by the module, do not edit.
+# Restores at boot the stateless source rewrite of %(device)s (tc_nat_filter with persist: true).
+[Unit]
+Description=netops.ip_transparency: stateless source NAT on %(device)s
+After=network.target
+Before=network-online.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+%(exec)s
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def unit_name(device):
+    return "netops-nat-%s.service" % device_id(device)
+
+
+def _systemd_escape(text):
+    """A word for ExecStart: systemd expands ``%`` specifiers and ``$`` variables."""
+    return text.replace("%", "%%").replace("$", "$$")
+
+
+class Files(object):
+    """The paths of one device's boot files."""
+
+    def __init__(self, device, persist_dir=DEFAULT_PERSIST_DIR, unit_dir=DEFAULT_UNIT_DIR):
+        for what, path in (("persist_dir", persist_dir), ("unit_dir", unit_dir)):
+            if not path or not os.path.isabs(path):
+                raise ValidationError("%s must be an absolute path (got %r)" % (what, path))
+        self.device = device
+        self.unit_dir = unit_dir
+        ident = device_id(device)
+        self.restore = {
+            "nftables": os.path.join(persist_dir, "nat-%s.nft" % ident),
+            "tc": os.path.join(persist_dir, "nat-%s.tc" % ident),
+        }
+        self.unit = os.path.join(unit_dir, unit_name(device))
+        self.link = os.path.join(unit_dir, WANTS, unit_name(device))
+
+    def exec_lines(self, backends):
+        dev = _systemd_escape(self.device)
+        lines = []
+        if "tc" in backends:
+            # a root qdisc left by the module before a restart of the unit goes first ("-": the usual case at
+            # boot is that there is none); the kernel refuses to delete a root qdisc of another handle
+            lines.append("ExecStart=-tc qdisc del dev %s root handle d5:" % dev)
+            lines.append("ExecStart=tc -batch %s" % _systemd_escape(self.restore["tc"]))
+        if "nftables" in backends:
+            lines.append("ExecStart=nft -f %s" % _systemd_escape(self.restore["nftables"]))
+        return lines
+
+    def wanted(self, rules_by_backend, persist):
+        """{path: content or link target}, what the boot files should be for the rules the device ends with.
+
+        ``rules_by_backend``: {"tc": [Rule], "nftables": [Rule]} after the run.
+        """
+        from ansible_collections.netops.ip_transparency.plugins.module_utils import tc_nat_backend_nft as nft_backend
+        from ansible_collections.netops.ip_transparency.plugins.module_utils import tc_nat_backend_tc as tc_backend
+
+        held = [name for name in ("tc", "nftables") if rules_by_backend.get(name)]
+        if not persist or not held:
+            return {}
+        files = {}
+        header = HEADER % self.device
+        if "tc" in held:
+            files[self.restore["tc"]] = header + "".join(line + "\n" for line in tc_backend.boot_batch(self.device, rules_by_backend["tc"]))
+        if "nftables" in held:
+            files[self.restore["nftables"]] = header + nft_backend.replace_script(self.device, rules_by_backend["nftables"])
+        files[self.unit] = UNIT % {"device": self.device, "exec": "".join(line + "\n" for line in self.exec_lines(held))}
+        files[self.link] = Link(self.unit)
+        return files
+
+    def paths(self):
+        return [self.restore["tc"], self.restore["nftables"], self.unit, self.link]
+
+    def read(self):
+        """{path: content or Link} of the boot files that exist now."""
+        found = {}
+        for path in self.paths():
+            if os.path.islink(path):
+                found[path] = Link(os.readlink(path))
+            elif os.path.isfile(path):
+                with open(path) as handle:
+                    found[path] = handle.read()
+        return found
+
+
+class Link(str):
+    """A symbolic link's target, told apart from file content."""
+
+
+def lines(files):
+    """Readable lines of boot files for the diff."""
+    out = []
+    for path in sorted(files):
+        content = files[path]
+        if isinstance(content, Link):
+            out.append("link %s -> %s" % (path, content))
+            continue
+        out.append("file %s" % path)
+        out.extend("    " + line for line in content.splitlines())
+    return out
+
+
+def plan(current, wanted, unit_dir):
+    """Steps that turn the boot files ``current`` into ``wanted`` (each undone by putting back what was there)."""
+    steps = []
+    for path in sorted(set(current) | set(wanted)):
+        have, want = current.get(path), wanted.get(path)
+        if have == want and type(have) is type(want):
+            continue
+        if want is None:
+            steps.append(Step("rm %s" % path, _remover(path), _writer(path, have)))
+        else:
+            steps.append(Step(("ln -s %s %s" if isinstance(want, Link) else "write %s%s") % (
+                (want, path) if isinstance(want, Link) else (path, "")), _writer(path, want), _writer(path, have)))
+    if steps and unit_dir == DEFAULT_UNIT_DIR and os.path.isdir("/run/systemd/system"):
+        # systemd reads unit files at boot anyway; the reload keeps `systemctl status` from calling them changed on disk
+        steps.append(Step("systemctl daemon-reload", _daemon_reload))
+    return steps
+
+
+def _writer(path, content):
+    def write():
+        if content is None:
+            _remove(path)
+            return
+        directory = os.path.dirname(path)
+        if not os.path.isdir(directory):
+            os.makedirs(directory, 0o755)
+        if isinstance(content, Link):
+            _remove(path)
+            os.symlink(content, path)
+            return
+        fd, tmp = tempfile.mkstemp(prefix=".netops-", dir=directory)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(content)
+            os.chmod(tmp, 0o644)
+            os.rename(tmp, path)
+        except Exception:
+            _remove(tmp)
+            raise
+    return write
+
+
+def _remover(path):
+    return lambda: _remove(path)
+
+
+def _remove(path):
+    if os.path.islink(path) or os.path.exists(path):
+        os.unlink(path)
+
+
+def _daemon_reload():
+    subprocess.run(["systemctl", "daemon-reload"], check=True, capture_output=True)
