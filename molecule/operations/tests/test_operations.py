@@ -8,13 +8,13 @@ step builds on the one before, so the scenario runs them with -x):
  4. a failure half-way through (nginx rejects the configuration after the upstreams and the proxy's network
     side are changed): nginx keeps running, and re-running with good input applies Method 1;
  5. then 2a, then 2b, then 1 again: each works from the client, a second run changes nothing, and nothing
-    of the previous method is left;
+    of the previous method is left; with 2a the proxy, with 2b an upstream is rebooted: the stateless
+    rewrite comes back at boot and the method works from the client without Ansible (no query lost);
  6. reboot of the proxy and of an upstream: Method 1 still works from the client without Ansible, and a
     run afterwards changes nothing;
  7. teardown: the dumps of every host are identical to the baseline, and a second teardown changes nothing.
 """
 
-import json
 import os
 import re
 import subprocess
@@ -28,48 +28,14 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "shared")
 
 import labcheck  # noqa: E402
 import labdump  # noqa: E402
+from labplay import play  # noqa: E402
 
 testinfra_hosts = ["docker://ipt-client"]
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-PLAYBOOKS = {
-    "ip_transparency": "playbooks/ip_transparency.yml",
-    "dsr_router_nat": "playbooks/dsr_router_nat.yml",
-    "dsr_origin_nat": "playbooks/dsr_origin_nat.yml",
-    "teardown": "playbooks/teardown.yml",
-}
-RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 ROUTER = "172.16.0.253"
 PROXY_PRIVATE = "172.16.0.1"
 
 STATE = {}
-
-
-def play(name, *extra_vars, check=False, diff=False, limit=None):
-    """Run one of the collection's playbooks against the lab; returns (rc, output, {host: changed})."""
-    cmd = [os.path.join(ROOT, ".venv", "bin", "ansible-playbook"), "-i", "inventories/lab", PLAYBOOKS[name]]
-    if limit:
-        cmd += ["--limit", limit]
-    for value in extra_vars:
-        cmd += ["-e", value if isinstance(value, str) else json.dumps(value)]
-    if check:
-        cmd.append("--check")
-    if diff:
-        cmd.append("--diff")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "MOLECULE_"))}
-    env.update(
-        ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"),
-        ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".collections"),
-        ANSIBLE_NOCOLOR="1",
-        ANSIBLE_FORCE_COLOR="0",
-    )
-    started = time.monotonic()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
-    out = proc.stdout + proc.stderr
-    changed = {m.group(1): int(m.group(3)) for m in RECAP.finditer(proc.stdout)}
-    took = time.monotonic() - started
-    print("%s %s: rc=%d changed=%s (%.0f s)" % (name, " ".join(cmd[4:]), proc.returncode, changed, took))
-    return proc.returncode, out, changed
 
 
 def applied(name, *extra_vars):
@@ -268,6 +234,8 @@ def test_switch_to_2a_router_nat(host):
     assert not proxy.check_output("ip -4 route show table 100"), "Method 1's local route is left"
     assert "meta mark set" not in proxy.check_output("nft list ruleset"), "Method 1's marking is left"
     assert_idempotent("dsr_router_nat")
+    # the proxy's rewrite of the upstreams' replies (its public interface) comes back at boot
+    assert_dsr_survives_reboot(host, "proxy", labcheck.VIP)
 
 
 def test_switch_to_2b_origin_nat(host):
@@ -283,6 +251,9 @@ def test_switch_to_2b_origin_nat(host):
             re.search(r"^%s = .*$" % re.escape(key), base, re.M).group(0), "2a's %s is left" % key
     for up in labcheck.UPSTREAMS:
         assert ROUTER in labcheck.default_route(labcheck.lab_host(up)), "%s kept the default route via the proxy" % up
+    assert_idempotent("dsr_origin_nat")
+    # upstream1's own rewrite (its egress interface) comes back at boot
+    assert_dsr_survives_reboot(host, "upstream1", "172.16.0.11")
     assert_idempotent("dsr_origin_nat")
 
 
@@ -311,6 +282,24 @@ def _reboot(name):
             return state
         time.sleep(1)
     raise AssertionError("%s did not finish booting: %s" % (name, state))
+
+
+def assert_dsr_survives_reboot(client, name, address):
+    """Reboot ``name``; its tc_nat_filter unit (on the interface holding ``address``) restores the rewrite and
+    DNS load through the VIP loses nothing (nginx spreads it over every upstream, the rebooted one included)."""
+    lab = labcheck.lab_host(name)
+    ifname = labcheck.interface_with(lab, address)
+    unit = "netops-nat-%s.service" % ifname
+    assert lab.check_output("systemctl is-enabled %s || true" % unit) == "enabled", "%s is not enabled on %s" % (unit, name)
+    state = _reboot(name)
+    assert labcheck.interface_with(lab, address) == ifname, "the container came back with other interface names"
+    assert lab.check_output("systemctl is-active %s || true" % unit) == "active", lab.check_output(
+        "systemctl status --no-pager %s || true" % unit)
+    assert "table netdev netops_nat_" in lab.check_output("nft list tables netdev")
+    figures = labcheck.dnsperf(client, labcheck.VIP, runs=4, rate=500)
+    print("%s rebooted (%s): %s unit active; %d sent, %d answered, %d lost" % (
+        name, state, unit, figures["sent"], figures["completed"], figures["lost"]))
+    assert figures["sent"] == 400 and figures["lost"] == 0, figures["output"]
 
 
 def test_method_1_survives_reboot_of_proxy_and_upstream(host):
