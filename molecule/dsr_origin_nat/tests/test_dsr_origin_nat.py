@@ -90,3 +90,36 @@ def test_sustained_load_is_answered_without_the_replies_passing_the_proxy(host):
     # ... and the replies came back through the router, not through the proxy.
     assert delta["router_rx"] >= figures["completed"]
     assert delta["proxy_rx"] < figures["completed"] // 50, "replies passed through the proxy"
+
+
+def test_only_the_service_replies_leave_the_upstream_rewritten(host):
+    """Real packets from upstream1 (raw socket, any source; its normal output path, the origin NAT included) to a
+    port the client listens on, through the lab router: the UDP datagram from its address and the service port
+    arrives from the VIP (positive control, received by the client's socket); from another port, from a private
+    address that is not its own, or over TCP from the service port, each arrives with the source it was sent
+    with - the rewrite does not touch them."""
+    upstream, src, port = labcheck.lab_host("upstream1"), labcheck.UPSTREAMS["upstream1"], labcheck.probe_port()
+    probes = [
+        labcheck.packet("udp", src, 53, labcheck.CLIENT, port, "control"),
+        labcheck.packet("udp", src, 5353, labcheck.CLIENT, port, "udp-5353"),
+        labcheck.packet("udp", src, 9999, labcheck.CLIENT, port, "udp-9999"),
+        labcheck.packet("udp", labcheck.NOT_AN_UPSTREAM, 53, labcheck.CLIENT, port, "not-an-upstream"),
+        labcheck.packet("tcp", src, 53, labcheck.CLIENT, port),
+    ]
+    with labcheck.capture({"client": host}, port) as seen:
+        labcheck.send_packets(upstream, probes)
+    wire, sock = seen["client"]["wire"], seen["client"]["socket"]
+    print("upstream1 -> client port %d: %s" % (port, labcheck.describe(probes)))
+    print("client received: %s" % labcheck.describe(wire))
+    assert labcheck.matching(sock, src=labcheck.VIP, sport=53, payload="control"), \
+        "positive control: the service reply did not reach the client's socket from the VIP: %s" % wire
+    received = sorted((r["proto"], r["src"], r["sport"]) for r in wire)
+    expected = sorted([("udp", labcheck.VIP, 53)] + [(p["proto"], p["src"], p["sport"]) for p in probes[1:]])
+    assert received == expected, "rewritten outside the service scope (or lost): got %s" % labcheck.describe(wire)
+
+
+def test_the_proxy_does_not_forward():
+    """Origin NAT needs no forwarding on the proxy (upstream egress is off in the lab): ip_forward stays 0, and no
+    client packet reaches the private network through the proxy (positive control via the lab router)."""
+    labcheck.assert_client_cannot_reach_private_network_via_proxy()
+    assert proxy().check_output("sysctl -n net.ipv4.ip_forward") == "0", "the proxy forwards"

@@ -121,3 +121,29 @@ def test_the_proxy_does_not_route_the_client_network_into_the_private_network(ho
     assert labcheck.query_sources(name) == {}, "the DNS probe reached an upstream"
     # Only the lab's own chatter (ARP, neighbour probes) may arrive meanwhile; 5 packets were sent.
     assert rx_after - rx_before < 5, "packets from the client reached upstream1"
+
+
+def test_only_the_upstreams_service_replies_are_forwarded_and_rewritten(host):
+    """Real packets from upstream1 (raw socket, any source) to a port the client listens on, all arriving at the
+    proxy: only the UDP datagram from an upstream's address and the service port crosses it, rewritten to the VIP
+    (positive control, received by the client's socket); from another port, from a private address that is not
+    an upstream, or over TCP from the service port, nothing reaches the client, neither rewritten nor as sent."""
+    upstream, src, port = labcheck.lab_host("upstream1"), labcheck.UPSTREAMS["upstream1"], labcheck.probe_port()
+    probes = [
+        labcheck.packet("udp", src, 53, labcheck.CLIENT, port, "control"),
+        labcheck.packet("udp", src, 5353, labcheck.CLIENT, port, "udp-5353"),
+        labcheck.packet("udp", src, 9999, labcheck.CLIENT, port, "udp-9999"),
+        labcheck.packet("udp", labcheck.NOT_AN_UPSTREAM, 53, labcheck.CLIENT, port, "not-an-upstream"),
+        labcheck.packet("tcp", src, 53, labcheck.CLIENT, port),
+    ]
+    with labcheck.capture({"client": host, "proxy": proxy()}, port) as seen:
+        labcheck.send_packets(upstream, probes)
+    at_proxy = [r for r in seen["proxy"]["wire"] if r["ifname"] == labcheck.interface_with(proxy(), PROXY_PRIVATE)]
+    wire, sock = seen["client"]["wire"], seen["client"]["socket"]
+    print("upstream1 -> client port %d: %s" % (port, labcheck.describe(probes)))
+    print("proxy (private side) received %d; client received: %s" % (len(at_proxy), labcheck.describe(wire)))
+    assert len(at_proxy) == len(probes), "not every probe reached the proxy: %s" % labcheck.describe(at_proxy)
+    assert labcheck.matching(sock, src=labcheck.VIP, sport=53, payload="control"), \
+        "positive control: the service reply did not reach the client's socket from the VIP: %s" % wire
+    unexpected = [r for r in wire if r.get("payload") != "control"]
+    assert unexpected == [], "the proxy forwarded packets outside the DSR scope: %s" % labcheck.describe(unexpected)

@@ -34,3 +34,45 @@ def test_udp_service_is_answered_and_upstreams_see_the_client(host):
 
 def test_proxy_workers_are_not_root_and_hold_only_cap_net_raw():
     labcheck.assert_workers_least_privilege()
+
+
+def test_only_the_upstreams_service_replies_are_marked_and_delivered_on_the_proxy(host):
+    """Real packets from upstream1 (raw socket, any source) to a client address and port, all arriving at the
+    proxy: the replies from an upstream's address and a service port (UDP 53, TCP 80) are marked and delivered to
+    the proxy's own sockets, where nginx's transparent upstream sockets take them (positive control); from another
+    port, from a private address that is not an upstream, nothing is delivered on the proxy, nor forwarded to the
+    client."""
+    proxy, upstream = labcheck.lab_host("proxy"), labcheck.lab_host("upstream1")
+    src, port = labcheck.UPSTREAMS["upstream1"], labcheck.probe_port()
+    controls = [labcheck.packet("udp", src, 53, labcheck.CLIENT, port, "control"),
+                labcheck.packet("tcp", src, 80, labcheck.CLIENT, port)]
+    probes = controls + [
+        labcheck.packet("udp", src, 5353, labcheck.CLIENT, port, "udp-5353"),
+        labcheck.packet("udp", src, 9999, labcheck.CLIENT, port, "udp-9999"),
+        labcheck.packet("tcp", src, 8080, labcheck.CLIENT, port),
+        labcheck.packet("udp", labcheck.NOT_AN_UPSTREAM, 53, labcheck.CLIENT, port, "not-an-upstream"),
+        labcheck.packet("tcp", labcheck.NOT_AN_UPSTREAM, 80, labcheck.CLIENT, port),
+    ]
+    with labcheck.capture({"client": host, "proxy": proxy}, port) as seen:
+        labcheck.send_packets(upstream, probes)
+    private_if = labcheck.interface_with(proxy, labcheck.PROXY_PRIVATE)
+    arrived = [r for r in seen["proxy"]["wire"] if r["ifname"] == private_if]
+    local, sock = seen["proxy"]["local"], seen["proxy"]["socket"]
+    print("upstream1 -> client port %d: %s" % (port, labcheck.describe(probes)))
+    print("proxy: %d arrived on %s, delivered locally: %s; client received: %s"
+          % (len(arrived), private_if, labcheck.describe(local), labcheck.describe(seen["client"]["wire"])))
+    assert len(arrived) == len(probes), "not every probe reached the proxy: %s" % labcheck.describe(arrived)
+    delivered = sorted((r["proto"], r["src"], r["sport"]) for r in local)
+    assert labcheck.matching(sock, src=src, sport=53, payload="control"), \
+        "positive control: the service reply did not reach a socket on the proxy: %s" % labcheck.describe(local)
+    assert delivered == sorted((p["proto"], p["src"], p["sport"]) for p in controls), \
+        "the proxy marked and delivered packets outside the service scope: %s" % labcheck.describe(local)
+    assert seen["client"]["wire"] == [], "the proxy forwarded upstream packets to the client: %s" \
+        % labcheck.describe(seen["client"]["wire"])
+
+
+def test_the_proxy_does_not_forward():
+    """Method 1 needs no forwarding (upstream egress is off in the lab): ip_forward stays 0, and no client packet
+    reaches the private network through the proxy (positive control via the lab router)."""
+    labcheck.assert_client_cannot_reach_private_network_via_proxy()
+    assert labcheck.lab_host("proxy").check_output("sysctl -n net.ipv4.ip_forward") == "0", "the proxy forwards"
