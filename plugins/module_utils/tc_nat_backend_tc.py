@@ -374,19 +374,28 @@ def leaf_order(key):
     return (bucket_of(key[0]), int(key[0]), key[1], key[2])
 
 
+def qdisc_command(device):
+    """``qdisc add dev DEVICE ...``: the tc command that creates the module's root qdisc."""
+    return "qdisc add dev %s root handle %s htb default %x" % (device, fmt_qdisc(OWN_QDISC), OWN_HTB_DEFAULT)
+
+
+def add_command(device, rendered):
+    """``filter add dev DEVICE ...``: the tc command that creates a ``render_*`` object on ``device``."""
+    return "filter add dev %s %s" % (device, rendered[len("filter "):])
+
+
 def boot_batch(device, rules):
     """``tc -batch`` lines that build the module's objects for ``rules`` on a device whose root qdisc is the
     kernel's default, as at boot: the same qdisc, hash table, link and leaves that ``plan`` creates (the
     commands whose netlink requests the codec tests compare byte for byte with iproute2's)."""
     wanted = expand(rules)
-    add = "filter add dev %s " % device
     lines = [
-        "qdisc add dev %s root handle %s htb default %x" % (device, fmt_qdisc(OWN_QDISC), OWN_HTB_DEFAULT),
-        add + render_divisor(OWN_QDISC)[len("filter "):],
-        add + render_link(OWN_QDISC)[len("filter "):],
+        qdisc_command(device),
+        add_command(device, render_divisor(OWN_QDISC)),
+        add_command(device, render_link(OWN_QDISC)),
     ]
     for key in sorted(wanted, key=leaf_order):
-        lines.append(add + render_leaf(OWN_QDISC, key[0], key[1], key[2], wanted[key])[len("filter "):])
+        lines.append(add_command(device, render_leaf(OWN_QDISC, key[0], key[1], key[2], wanted[key])))
     return lines
 
 
@@ -604,7 +613,7 @@ class TcBackend(object):
         if parent is None:
             if state.root_default:
                 parent = OWN_QDISC
-                steps.append(Step("tc qdisc add dev %s root handle %s htb default %x" % (self.device, fmt_qdisc(OWN_QDISC), OWN_HTB_DEFAULT),
+                steps.append(Step("tc " + qdisc_command(self.device),
                                   self._add_qdisc, self._undo_qdisc))
             elif self.foreign_qdisc == "attach" and state.root_kind in ATTACHABLE:
                 parent = state.root_handle
@@ -624,11 +633,10 @@ class TcBackend(object):
                 "prio %d of qdisc %s on %s holds filters tc_nat_filter did not create (%d); it will not share that prio"
                 % (OWN_PRIO, fmt_qdisc(parent), self.device, len(state.foreign_at_prio))
             )
-        dev = "tc filter add dev %s " % self.device
         if not state.has_ht:
-            steps.append(Step(dev + render_divisor(parent)[len("filter "):], lambda: self._add_ht(parent), lambda: self._del_ht(parent)))
+            steps.append(Step("tc " + add_command(self.device, render_divisor(parent)), lambda: self._add_ht(parent), lambda: self._del_ht(parent)))
         if state.link_handle is None:
-            steps.append(Step(dev + render_link(parent)[len("filter "):], lambda: self._add_link(parent), lambda: self._del_link(parent)))
+            steps.append(Step("tc " + add_command(self.device, render_link(parent)), lambda: self._add_link(parent), lambda: self._del_link(parent)))
 
         have = dict(((leaf.src, leaf.protocol, leaf.sport), leaf) for leaf in state.leaves)
         used = set(leaf.handle for leaf in state.leaves)

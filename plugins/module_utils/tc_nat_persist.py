@@ -26,6 +26,8 @@ import os
 import subprocess
 import tempfile
 
+from ansible_collections.netops.ip_transparency.plugins.module_utils import tc_nat_backend_nft as nft_backend
+from ansible_collections.netops.ip_transparency.plugins.module_utils import tc_nat_backend_tc as tc_backend
 from ansible_collections.netops.ip_transparency.plugins.module_utils.common import ValidationError
 from ansible_collections.netops.ip_transparency.plugins.module_utils.tc_nat_filter import Step, device_id
 
@@ -93,9 +95,6 @@ class Files(object):
 
         ``rules_by_backend``: {"tc": [Rule], "nftables": [Rule]} after the run.
         """
-        from ansible_collections.netops.ip_transparency.plugins.module_utils import tc_nat_backend_nft as nft_backend
-        from ansible_collections.netops.ip_transparency.plugins.module_utils import tc_nat_backend_tc as tc_backend
-
         held = [name for name in ("tc", "nftables") if rules_by_backend.get(name)]
         if not persist or not held:
             return {}
@@ -142,17 +141,21 @@ def lines(files):
 
 
 def plan(current, wanted, unit_dir):
-    """Steps that turn the boot files ``current`` into ``wanted`` (each undone by putting back what was there)."""
+    """Steps that turn the boot files ``current`` into ``wanted`` (each undone by putting back what was there).
+
+    A content of None means no file: writing it removes the path."""
     steps = []
     for path in sorted(set(current) | set(wanted)):
         have, want = current.get(path), wanted.get(path)
         if have == want and type(have) is type(want):
             continue
         if want is None:
-            steps.append(Step("rm %s" % path, _remover(path), _writer(path, have)))
+            line = "rm %s" % path
+        elif isinstance(want, Link):
+            line = "ln -s %s %s" % (want, path)
         else:
-            steps.append(Step(("ln -s %s %s" if isinstance(want, Link) else "write %s%s") % (
-                (want, path) if isinstance(want, Link) else (path, "")), _writer(path, want), _writer(path, have)))
+            line = "write %s" % path
+        steps.append(Step(line, _writer(path, want), _writer(path, have)))
     if steps and unit_dir == DEFAULT_UNIT_DIR and os.path.isdir("/run/systemd/system"):
         # systemd reads unit files at boot anyway; the reload keeps `systemctl status` from calling them changed on disk
         steps.append(Step("systemctl daemon-reload", _daemon_reload))
@@ -181,10 +184,6 @@ def _writer(path, content):
             _remove(tmp)
             raise
     return write
-
-
-def _remover(path):
-    return lambda: _remove(path)
 
 
 def _remove(path):
