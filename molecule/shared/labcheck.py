@@ -238,6 +238,19 @@ def packet(proto, src, sport, dst, dport, payload=""):
     return {"proto": proto, "src": src, "sport": sport, "dst": dst, "dport": dport, "payload": payload}
 
 
+def dsr_reply_probes(src, port):
+    """What an upstream at ``src`` sends to the client's ``port`` to test the DSR rewrite's scope: the service
+    reply (UDP from port 53, payload "control", the positive control), UDP from two other ports, UDP from port
+    53 of a private address that is not an upstream, and TCP from port 53."""
+    return [
+        packet("udp", src, 53, CLIENT, port, "control"),
+        packet("udp", src, 5353, CLIENT, port, "udp-5353"),
+        packet("udp", src, 9999, CLIENT, port, "udp-9999"),
+        packet("udp", NOT_AN_UPSTREAM, 53, CLIENT, port, "not-an-upstream"),
+        packet("tcp", src, 53, CLIENT, port),
+    ]
+
+
 def send_packets(host, packets):
     """Send ``packets`` (see packet()) from ``host`` through a raw socket: any source address and port."""
     install_probe(host)

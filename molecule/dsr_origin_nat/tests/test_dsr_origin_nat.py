@@ -99,13 +99,7 @@ def test_only_the_service_replies_leave_the_upstream_rewritten(host):
     address that is not its own, or over TCP from the service port, each arrives with the source it was sent
     with - the rewrite does not touch them."""
     upstream, src, port = labcheck.lab_host("upstream1"), labcheck.UPSTREAMS["upstream1"], labcheck.probe_port()
-    probes = [
-        labcheck.packet("udp", src, 53, labcheck.CLIENT, port, "control"),
-        labcheck.packet("udp", src, 5353, labcheck.CLIENT, port, "udp-5353"),
-        labcheck.packet("udp", src, 9999, labcheck.CLIENT, port, "udp-9999"),
-        labcheck.packet("udp", labcheck.NOT_AN_UPSTREAM, 53, labcheck.CLIENT, port, "not-an-upstream"),
-        labcheck.packet("tcp", src, 53, labcheck.CLIENT, port),
-    ]
+    probes = labcheck.dsr_reply_probes(src, port)
     with labcheck.capture({"client": host}, port) as seen:
         labcheck.send_packets(upstream, probes)
     wire, sock = seen["client"]["wire"], seen["client"]["socket"]

@@ -129,13 +129,7 @@ def test_only_the_upstreams_service_replies_are_forwarded_and_rewritten(host):
     (positive control, received by the client's socket); from another port, from a private address that is not
     an upstream, or over TCP from the service port, nothing reaches the client, neither rewritten nor as sent."""
     upstream, src, port = labcheck.lab_host("upstream1"), labcheck.UPSTREAMS["upstream1"], labcheck.probe_port()
-    probes = [
-        labcheck.packet("udp", src, 53, labcheck.CLIENT, port, "control"),
-        labcheck.packet("udp", src, 5353, labcheck.CLIENT, port, "udp-5353"),
-        labcheck.packet("udp", src, 9999, labcheck.CLIENT, port, "udp-9999"),
-        labcheck.packet("udp", labcheck.NOT_AN_UPSTREAM, 53, labcheck.CLIENT, port, "not-an-upstream"),
-        labcheck.packet("tcp", src, 53, labcheck.CLIENT, port),
-    ]
+    probes = labcheck.dsr_reply_probes(src, port)
     with labcheck.capture({"client": host, "proxy": proxy()}, port) as seen:
         labcheck.send_packets(upstream, probes)
     at_proxy = [r for r in seen["proxy"]["wire"] if r["ifname"] == labcheck.interface_with(proxy(), PROXY_PRIVATE)]
