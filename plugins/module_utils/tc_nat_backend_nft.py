@@ -28,6 +28,20 @@ The table (``netops_nat_<device>``, the device name mangled to nft's identifier 
   transaction; read back with ``nft -j list table`` (structure and elements) and
   ``nft list table`` (the comment that marks the table as the module's, and the device).
 - A table of that name without the module's comment is foreign: refused, never replaced.
+
+``exclude_destinations`` adds, per family that has some, an interval set of destinations that are never
+rewritten, tested in the same rule ahead of the map lookup::
+
+        set exclude4 {
+            type ipv4_addr
+            flags interval
+            elements = { 172.16.0.1 }
+        }
+        ...
+            ip daddr != @exclude4 ip saddr set ip saddr . meta l4proto . th sport map @snat4
+
+One more set lookup per packet of that family, two rules still, in the same ``nft -f -`` transaction. Without
+exclusions the table is exactly what earlier versions wrote (no set, no condition, no extra lookup).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -42,11 +56,19 @@ import socket
 import subprocess
 
 from ansible_collections.netops.ip_transparency.plugins.module_utils.common import KernelFeatureError, ValidationError
-from ansible_collections.netops.ip_transparency.plugins.module_utils.tc_nat_filter import IPPROTO, Rule, Step, collapse, device_id
+from ansible_collections.netops.ip_transparency.plugins.module_utils.tc_nat_filter import (
+    IPPROTO,
+    Rule,
+    Step,
+    collapse,
+    collapse_networks,
+    device_id,
+)
 
 TABLE_PREFIX = "netops_nat_"
 CHAIN = "egress"
 MAPS = {4: "snat4", 6: "snat6"}
+SETS = {4: "exclude4", 6: "exclude6"}
 ADDR_TYPE = {4: "ipv4_addr", 6: "ipv6_addr"}
 FAMILY = {4: "ip", 6: "ip6"}
 MARK = "netops.ip_transparency.tc_nat_filter"
@@ -66,19 +88,36 @@ def element_text(rule):
     return "%s . %s . %d : %s" % (src, rule.protocol, rule.sport, rule.nat_to)
 
 
-def rule_text(version):
+def set_element_text(network):
+    return str(network if network.prefixlen < network.max_prefixlen else network.network_address)
+
+
+def rule_text(version, excluded=False):
+    """The rewrite rule of a family; ``excluded``: its destinations are first tested against the family's set."""
     family = FAMILY[version]
-    return "%s saddr set %s saddr . meta l4proto . th sport map @%s" % (family, family, MAPS[version])
+    condition = "%s daddr != @%s " % (family, SETS[version]) if excluded else ""
+    return "%s%s saddr set %s saddr . meta l4proto . th sport map @%s" % (condition, family, family, MAPS[version])
+
+
+def _excluded_versions(exclusions):
+    return set(network.version for network in exclusions)
 
 
 def chain_text(device):
     return 'type filter hook egress device "%s" priority 0; policy accept;' % device
 
 
-def render_table(device, rules):
+def render_table(device, rules, exclusions=()):
     """The table as nft source text."""
     name = table_name(device)
     lines = ["table netdev %s {" % name, '\tcomment "%s"' % comment(device)]
+    excluded = _excluded_versions(exclusions)
+    for version in sorted(excluded):
+        lines.append("\tset %s {" % SETS[version])
+        lines.append("\t\ttype %s" % ADDR_TYPE[version])
+        lines.append("\t\tflags interval")
+        lines.append("\t\telements = { %s }" % ",\n\t\t\t".join(set_element_text(n) for n in exclusions if n.version == version))
+        lines.append("\t}")
     for version in (4, 6):
         elements = [element_text(r) for r in rules if r.version == version]
         lines.append("\tmap %s {" % MAPS[version])
@@ -89,17 +128,17 @@ def render_table(device, rules):
         lines.append("\t}")
     lines.append("\tchain %s {" % CHAIN)
     lines.append("\t\t" + chain_text(device))
-    lines.append("\t\t" + rule_text(4))
-    lines.append("\t\t" + rule_text(6))
+    lines.append("\t\t" + rule_text(4, 4 in excluded))
+    lines.append("\t\t" + rule_text(6, 6 in excluded))
     lines.append("\t}")
     lines.append("}")
     return "\n".join(lines) + "\n"
 
 
-def replace_script(device, rules):
-    """One nft transaction that (re)creates the table with exactly ``rules``."""
+def replace_script(device, rules, exclusions=()):
+    """One nft transaction that (re)creates the table with exactly ``rules`` and ``exclusions``."""
     name = table_name(device)
-    return "table netdev %s {}\ndelete table netdev %s\n%s" % (name, name, render_table(device, rules))
+    return "table netdev %s {}\ndelete table netdev %s\n%s" % (name, name, render_table(device, rules, exclusions))
 
 
 def delete_script(device):
@@ -107,11 +146,14 @@ def delete_script(device):
     return "table netdev %s {}\ndelete table netdev %s\n" % (name, name)
 
 
-def state_lines(device, rules):
-    """Readable, nft-like lines for the diff: the table, its hook, its rules and one line per element."""
+def state_lines(device, rules, exclusions=()):
+    """Readable, nft-like lines for the diff: the table, its hook, its sets, its rules and one line per element."""
     name = table_name(device)
+    excluded = _excluded_versions(exclusions)
     lines = ["table netdev %s" % name, "chain netdev %s %s { %s }" % (name, CHAIN, chain_text(device))]
-    lines.extend("rule netdev %s %s %s" % (name, CHAIN, rule_text(v)) for v in (4, 6))
+    lines.extend("set netdev %s %s { type %s; flags interval; }" % (name, SETS[v], ADDR_TYPE[v]) for v in sorted(excluded))
+    lines.extend("rule netdev %s %s %s" % (name, CHAIN, rule_text(v, v in excluded)) for v in (4, 6))
+    lines.extend("element netdev %s %s { %s }" % (name, SETS[n.version], set_element_text(n)) for n in exclusions)
     lines.extend("element netdev %s %s { %s }" % (name, MAPS[r.version], element_text(r)) for r in rules)
     return lines
 
@@ -123,12 +165,13 @@ class NftState(object):
         self.intact = False  # the structure is exactly what the module writes
         self.problems = []
         self.rules = []
+        self.exclusions = []
         self.text = None  # `nft list table` output, to restore on rollback
 
     def lines(self, device):
         if not self.exists:
             return []
-        lines = state_lines(device, self.rules)
+        lines = state_lines(device, self.rules, self.exclusions)
         if not self.intact:
             lines[1:1] = ["# drift: %s" % problem for problem in self.problems]
         return lines
@@ -167,6 +210,36 @@ def _port(value):
         return int(value)
     except ValueError:
         return socket.getservbyname(value)
+
+
+def parse_set_elements(elements):
+    """``elem`` of an address set in nft's JSON -> list of networks."""
+    networks = []
+    for item in elements or []:
+        if isinstance(item, dict) and "elem" in item:
+            item = item["elem"]["val"]
+        networks.extend(_key_value(item))
+    return networks
+
+
+def rule_signature(rule):
+    """(family version, whether it tests the family's exclusion set) of one of the module's rewrite rules, or None.
+
+    The rule is ``[<family> daddr != @exclude<v>] <family> saddr set ... map @snat<v>``: a mangle statement
+    that uses one of the maps, optionally after a negated lookup of the same family's destination in its set.
+    """
+    expr = rule.get("expr") or []
+    if not 1 <= len(expr) <= 2 or "mangle" not in expr[-1]:
+        return None
+    text = json.dumps(expr[-1], sort_keys=True)
+    versions = [v for v in (4, 6) if text.count('"@%s"' % MAPS[v]) == 1]
+    if len(versions) != 1 or any(('"@%s"' % name) in text for name in SETS.values()):
+        return None
+    version = versions[0]
+    if len(expr) == 1:
+        return (version, False)
+    wanted = {"match": {"op": "!=", "left": {"payload": {"protocol": FAMILY[version], "field": "daddr"}}, "right": "@%s" % SETS[version]}}
+    return (version, True) if expr[0] == wanted else None
 
 
 def parse_elements(elements):
@@ -222,16 +295,19 @@ class NftBackend(object):
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             state.problems.append("unreadable table: %s" % exc)
             state.rules = []
+            state.exclusions = []
         state.intact = state.ours and not state.problems
         return state
 
     def _check(self, state, objects):
-        maps, chains, rules, other = {}, [], [], []
+        maps, sets, chains, rules, other = {}, {}, [], [], []
         for obj in objects:
             if "metainfo" in obj or "table" in obj:
                 continue
             if "map" in obj:
                 maps[obj["map"]["name"]] = obj["map"]
+            elif "set" in obj:
+                sets[obj["set"]["name"]] = obj["set"]
             elif "chain" in obj:
                 chains.append(obj["chain"])
             elif "rule" in obj:
@@ -248,19 +324,31 @@ class NftBackend(object):
             if data.get("type") != wanted_type or data.get("map") != ADDR_TYPE[version] or "interval" not in (data.get("flags") or []):
                 state.problems.append("map %s has another type" % name)
             found.extend(parse_elements(data.get("elem")))
-        if maps or other:
-            state.problems.append("objects the module does not write: %s" % ", ".join(sorted(list(maps) + other)))
+        excluded, exclusions = set(), []
+        for version, name in sorted(SETS.items()):
+            data = sets.pop(name, None)
+            if data is None:
+                continue
+            excluded.add(version)
+            if data.get("type") != ADDR_TYPE[version] or "interval" not in (data.get("flags") or []):
+                state.problems.append("set %s has another type" % name)
+                continue
+            exclusions.extend(parse_set_elements(data.get("elem")))
+        if maps or sets or other:
+            state.problems.append("objects the module does not write: %s" % ", ".join(sorted(list(maps) + list(sets) + other)))
         chain = chains[0] if len(chains) == 1 else {}
         if (chain.get("name"), chain.get("type"), chain.get("hook"), chain.get("prio"), chain.get("policy")) != (CHAIN, "filter", "egress", 0, "accept"):
             state.problems.append("chain is not the module's egress chain")
         if state.text is not None and ('hook egress device "%s"' % self.device) not in state.text:
             state.problems.append("the chain is not hooked to %s" % self.device)
-        refs = sorted(json.dumps(rule.get("expr"), sort_keys=True).count('"@%s"' % MAPS[v]) for rule in rules for v in (4, 6))
-        if len(rules) != 2 or refs != [0, 0, 1, 1]:
+        signatures = sorted(rule_signature(rule) or (0, False) for rule in rules)
+        if signatures != [(4, 4 in excluded), (6, 6 in excluded)]:
             state.problems.append("chain rules differ from the module's")
         state.rules = collapse(found)
+        state.exclusions = collapse_networks(exclusions)
 
-    def plan(self, state, rules):
+    def plan(self, state, rules, exclusions=()):
+        exclusions = list(exclusions) if rules else []
         before = state.lines(self.device)
         if state.exists and not state.ours:
             if not rules:
@@ -277,11 +365,11 @@ class NftBackend(object):
             raise KernelFeatureError("backend nftables needs the nft command (Debian package nftables); none found in PATH")
         if '"' in self.device or "\\" in self.device:
             raise ValidationError("device %r cannot be named in an nftables chain" % self.device)
-        after = state_lines(self.device, rules)
-        if state.intact and set(state.rules) == set(rules):
+        after = state_lines(self.device, rules, exclusions)
+        if state.intact and set(state.rules) == set(rules) and set(state.exclusions) == set(exclusions):
             return Plan(before, after, [])
-        script = replace_script(self.device, rules)
-        line = "nft -f - <<< '%s'" % " ".join(render_table(self.device, rules).split())
+        script = replace_script(self.device, rules, exclusions)
+        line = "nft -f - <<< '%s'" % " ".join(render_table(self.device, rules, exclusions).split())
         return Plan(before, after, [Step(line, lambda: self._load(script), self._restore(state))])
 
     def _load(self, script):

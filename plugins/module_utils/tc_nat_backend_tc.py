@@ -7,6 +7,7 @@ Layout on the device (``tc`` words; d5 as in DSR)::
 
     qdisc htb d5: root default d5d5                                   # only when the root was the kernel's default
     filter parent d5: protocol ip prio 1 handle d5: u32 divisor 256   # the module's hash table
+    filter parent d5: protocol ip prio 1 handle ::1 u32 match ip dst 172.16.0.1/32 action gact pass    # exclude_destinations
     filter parent d5: protocol ip prio 1 u32 link d5: hashkey mask 0x000000ff at 12 match u32 0 0
     filter parent d5: protocol ip prio 1 u32 ht d5:b: match ip src 172.16.0.11/32 match ip protocol 17 0xff
         match ip sport 53 0xffff action nat egress 172.16.0.11/32 192.168.99.10 continue
@@ -18,6 +19,14 @@ Layout on the device (``tc`` words; d5 as in DSR)::
   (at most 256 per rule, see tc_nat_filter.TC_MAX_ADDRESSES_PER_RULE), each in its bucket.
 - The actions end in ``continue``: a rewritten packet goes on to the qdisc's other filters as
   if ours were not there, so the filters never change how a qdisc classifies.
+- Excluded destinations (``exclude_destinations``): one pass filter per prefix (``match ip dst``,
+  ``action gact pass``) in prio 1's root hash table with node ids 1..7ff. u32 tries the nodes of a
+  table in node id order and the link has 800 (the first id the kernel hands out), so a packet to an
+  excluded destination ends the classification before it reaches the hash table of the nat filters:
+  one test per excluded prefix per packet. A prio cannot precede prio 1, and the nat filters stay
+  where earlier versions put them. ``pass`` (TC_ACT_OK) ends the qdisc's classification: on the
+  module's htb that means sent directly, as any unclassified packet; on a qdisc the module did not
+  create it would change its classification, so exclusions are refused there.
 - Ownership: the root qdisc is the module's when it is an htb with handle d5: and default
   class d5d5 (a class that never exists: unclassified traffic is sent directly, as with
   default 0). A root qdisc with handle 0 is the kernel's default and is replaced (deleting
@@ -44,10 +53,10 @@ import time
 
 from ansible_collections.netops.ip_transparency.plugins.module_utils import tc_nat_action
 from ansible_collections.netops.ip_transparency.plugins.module_utils.common import NetlinkError, ValidationError
-from ansible_collections.netops.ip_transparency.plugins.module_utils.tc_nat_filter import IPPROTO, Rule, Step, collapse
+from ansible_collections.netops.ip_transparency.plugins.module_utils.tc_nat_filter import IPPROTO, Rule, Step, collapse, collapse_networks
 
 try:
-    from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, nla, nlmsg
+    from pyroute2.netlink import NLA_F_NESTED, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, nla, nlmsg
 
     HAS_NETLINK = True
 except ImportError:  # pragma: no cover - exercised where pyroute2 is absent
@@ -75,11 +84,17 @@ ATTACHABLE = ("htb", "prio", "hfsc", "drr", "ets", "qfq")
 KEY_SRC = (0xFFFFFFFF, 12)
 KEY_PROTO = (0x00FF0000, 8)
 KEY_SPORT = (0xFFFF0000, 20)
+KEY_DST_OFFSET = 16  # "match ip dst": the key's mask is the prefix's
+
+TCA_GACT_PARMS = 2
+GACT_PARMS_FORMAT = "=IIiii"  # struct tc_gact: tc_gen (index, capab, action, refcnt, bindcnt)
+TC_ACT_OK = 0
 
 FLAGS_CREATE = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
 FLAGS_DELETE = NLM_F_REQUEST | NLM_F_ACK
 
 Leaf = collections.namedtuple("Leaf", "src protocol sport nat_to control handle")
+Pass = collections.namedtuple("Pass", "dst handle")  # an excluded destination prefix and its filter's handle
 
 
 # --- message encoding -----------------------------------------------------------------------------
@@ -189,6 +204,36 @@ if HAS_NETLINK:
 
                     nat_options = tc_nat_action.options
 
+    class u32_pass_msg(nlmsg):
+        """A u32 filter whose action is ``gact`` (the pass filters of excluded destinations)."""
+
+        prefix = "TCA_"
+        fields = _TCMSG_FIELDS
+        nla_map = (("TCA_UNSPEC", "none"), ("TCA_KIND", "asciiz"), ("TCA_OPTIONS", "u32_options"))
+
+        class u32_options(nla):
+            nla_map = (
+                (0, "TCA_U32_UNSPEC", "none"),
+                (1, "TCA_U32_CLASSID", "uint32"),
+                (2, "TCA_U32_HASH", "uint32"),
+                (3, "TCA_U32_LINK", "uint32"),
+                (4, "TCA_U32_DIVISOR", "uint32"),
+                (5, "TCA_U32_SEL", "cdata"),
+                (7, "TCA_U32_ACT", "act_prio"),
+            )
+
+            class act_prio(nla):
+                nla_map = tuple((i, "TCA_ACT_PRIO_%d" % i, "tca_act") for i in range(1, 33))
+
+                class tca_act(nla):
+                    nla_map = ((0, "TCA_ACT_UNSPEC", "none"), (1, "TCA_ACT_KIND", "asciiz"), (2, "TCA_ACT_OPTIONS", "gact_options"))
+
+                    class gact_options(nla):
+                        """TCA_ACT_OPTIONS of ``gact`` (tc sends it with NLA_F_NESTED): struct tc_gact as bytes."""
+
+                        nla_flags = NLA_F_NESTED
+                        nla_map = ((0, "TCA_GACT_UNSPEC", "none"), (1, "TCA_GACT_TM", "none"), (2, "TCA_GACT_PARMS", "cdata"))
+
 
 def _new_msg(cls, index, handle, parent, info, attrs):
     msg = cls()
@@ -247,6 +292,21 @@ def leaf_message(index, parent, src, protocol, sport, nat_to, handle=0, control=
     src = ipaddress.ip_address(str(src))
     return nat_filter_message(index, parent, OWN_PRIO, leaf_keys(src, protocol, sport), "%s/32" % src, nat_to, "egress", control,
                               hash_table=OWN_HTID | (bucket_of(src) << 12), handle=handle)
+
+
+def pass_keys(dst):
+    """The u32 key of ``match ip dst <prefix>``: (mask, value, offset)."""
+    return [(int(dst.netmask), int(dst.network_address), KEY_DST_OFFSET)]
+
+
+def pass_message(index, parent, dst, node, control="ok"):
+    """One excluded prefix: ``tc filter add dev X parent P: protocol ip prio 1 handle ::<node> u32 match ip dst <dst>
+    action gact pass`` (no hash table named: the node goes to the prio's root table, with that node id)."""
+    parms = struct.pack(GACT_PARMS_FORMAT, 0, 0, tc_nat_action.CONTROLS["ok" if control == "pass" else control], 0, 0)
+    gact = {"attrs": [["TCA_GACT_PARMS", parms]]}
+    act = {"attrs": [["TCA_ACT_PRIO_1", {"attrs": [["TCA_ACT_KIND", "gact"], ["TCA_ACT_OPTIONS", gact]]}]]}
+    options = [["TCA_U32_ACT", act], ["TCA_U32_SEL", pack_sel(pass_keys(dst), flags=TC_U32_TERMINAL)]]
+    return _new_msg(u32_pass_msg, index, node, parent, filter_info(OWN_PRIO), [["TCA_KIND", "u32"], ["TCA_OPTIONS", {"attrs": options}]])
 
 
 def filter_delete_message(index, parent, handle, prio=OWN_PRIO):
@@ -312,6 +372,12 @@ def decode_message(raw):
                 nat_attrs = dict(parse_attrs(act_attrs[2]))
                 if tc_nat_action.TCA_NAT_PARMS in nat_attrs:
                     parms = tc_nat_action.decode_parms(nat_attrs[tc_nat_action.TCA_NAT_PARMS])
+            elif kind == "gact" and 2 in act_attrs:
+                gact_attrs = dict(parse_attrs(act_attrs[2]))
+                data = gact_attrs.get(TCA_GACT_PARMS, b"")
+                if len(data) >= struct.calcsize(GACT_PARMS_FORMAT):
+                    action = struct.unpack_from(GACT_PARMS_FORMAT, data)[2]
+                    parms = {"action": action, "control": tc_nat_action.CONTROL_NAMES.get(action, str(action))}
             u32["actions"].append((kind, parms))
         result["u32"] = u32
     elif result["kind"] == "htb" and options is not None:
@@ -349,6 +415,38 @@ def leaf_from_filter(entry):
     return Leaf(src, protocol, sport, parms["new"], parms["control"], entry["handle"])
 
 
+def pass_from_filter(entry):
+    """A decoded filter -> Pass when it is one of the module's pass filters (an excluded prefix), else None.
+
+    The module's: in a root hash table (the prio's own), node id below the link's, terminal, one key on the
+    destination address with a prefix mask, no class, one ``gact`` action with verdict pass.
+    """
+    u32 = entry.get("u32") or {}
+    sel = u32.get("sel")
+    handle = entry.get("handle", 0)
+    node = handle & 0xFFF
+    if not sel or "link" in u32 or "divisor" in u32 or u32.get("classid"):
+        return None
+    if not handle & 0x80000000 or (handle >> 12) & 0xFF or not 0 < node < FIRST_NODE:
+        return None
+    if "hash" in u32 and (u32["hash"] & 0xFFFFF000) != (handle & 0xFFFFF000):
+        return None
+    if sel["flags"] != TC_U32_TERMINAL or len(sel["keys"]) != 1 or len(u32.get("actions") or []) != 1:
+        return None
+    mask, value, offset, offmask = sel["keys"][0]
+    kind, parms = u32["actions"][0]
+    if offset != KEY_DST_OFFSET or offmask != 0 or kind != "gact" or parms is None or parms["action"] != TC_ACT_OK:
+        return None
+    prefixlen = bin(mask).count("1")
+    if mask != (0xFFFFFFFF << (32 - prefixlen)) & 0xFFFFFFFF:
+        return None  # not a prefix
+    return Pass(ipaddress.IPv4Network((value & mask, prefixlen)), handle)
+
+
+def render_pass(parent, dst, node):
+    return "filter parent %s protocol ip prio %d handle ::%x u32 match ip dst %s action gact pass" % (fmt_qdisc(parent), OWN_PRIO, node, dst)
+
+
 def render_leaf(parent, src, protocol, sport, nat_to, control="continue"):
     return (
         "filter parent %s protocol ip prio %d u32 ht %s%x: match ip src %s/32 match ip protocol %d 0xff match ip sport %d 0xffff "
@@ -384,16 +482,14 @@ def add_command(device, rendered):
     return "filter add dev %s %s" % (device, rendered[len("filter "):])
 
 
-def boot_batch(device, rules):
-    """``tc -batch`` lines that build the module's objects for ``rules`` on a device whose root qdisc is the
-    kernel's default, as at boot: the same qdisc, hash table, link and leaves that ``plan`` creates (the
-    commands whose netlink requests the codec tests compare byte for byte with iproute2's)."""
+def boot_batch(device, rules, exclusions=()):
+    """``tc -batch`` lines that build the module's objects for ``rules`` and ``exclusions`` on a device whose root
+    qdisc is the kernel's default, as at boot: the same qdisc, hash table, pass filters, link and leaves that
+    ``plan`` creates (the commands whose netlink requests the codec tests compare byte for byte with iproute2's)."""
     wanted = expand(rules)
-    lines = [
-        qdisc_command(device),
-        add_command(device, render_divisor(OWN_QDISC)),
-        add_command(device, render_link(OWN_QDISC)),
-    ]
+    lines = [qdisc_command(device), add_command(device, render_divisor(OWN_QDISC))]
+    lines.extend(add_command(device, render_pass(OWN_QDISC, dst, node)) for node, dst in enumerate(exclusions, 1))
+    lines.append(add_command(device, render_link(OWN_QDISC)))
     for key in sorted(wanted, key=leaf_order):
         lines.append(add_command(device, render_leaf(OWN_QDISC, key[0], key[1], key[2], wanted[key])))
     return lines
@@ -432,17 +528,30 @@ class TcState(object):
         self.has_ht = False
         self.link_handle = None
         self.leaves = []
+        self.passes = []
         self.foreign_at_prio = []
         self.other_filters = 0
         self.classes = 0
 
     @property
     def exists(self):
-        return self.root_ours or self.has_ht or self.link_handle is not None or bool(self.leaves)
+        return self.root_ours or self.has_ht or self.link_handle is not None or bool(self.leaves) or bool(self.passes)
 
     @property
     def rules(self):
         return collapse(Rule(ipaddress.ip_network("%s/32" % leaf.src), leaf.protocol, leaf.sport, leaf.nat_to) for leaf in self.leaves)
+
+    @property
+    def exclusions(self):
+        return collapse_networks([item.dst for item in self.passes])
+
+    @property
+    def root_htid(self):
+        """The prio's root hash table (800: as a rule), when a filter of the module's in it says which."""
+        for handle in [self.link_handle] + [item.handle for item in self.passes]:
+            if handle is not None:
+                return handle & 0xFFF00000
+        return None
 
     def lines(self):
         out = []
@@ -451,6 +560,8 @@ class TcState(object):
         if self.parent is not None:
             if self.has_ht:
                 out.append(render_divisor(self.parent))
+            for item in sorted(self.passes, key=lambda x: x.handle & 0xFFF):
+                out.append(render_pass(self.parent, item.dst, item.handle & 0xFFF))
             if self.link_handle is not None:
                 out.append(render_link(self.parent))
             for leaf in sorted(self.leaves, key=lambda x: (bucket_of(x.src), int(x.src), x.protocol, x.sport)):
@@ -496,7 +607,7 @@ class TcBackend(object):
                 continue
             if not self._classify(state, entry):
                 state.foreign_at_prio.append(entry)
-        if state.has_ht or state.link_handle is not None or state.leaves:
+        if state.has_ht or state.link_handle is not None or state.leaves or state.passes:
             state.parent = state.root_handle
         elif state.root_ours:
             state.parent = state.root_handle
@@ -521,6 +632,10 @@ class TcBackend(object):
                 state.link_handle = entry["handle"]
                 return True
             return False
+        excluded = pass_from_filter(entry)
+        if excluded is not None:
+            state.passes.append(excluded)
+            return True
         leaf = leaf_from_filter(entry)
         if leaf is None:
             return False
@@ -603,11 +718,12 @@ class TcBackend(object):
         self._request(leaf_message(self.index, parent, src, protocol, sport, nat_to, handle, control), RTM_NEWTFILTER, FLAGS_CREATE)
 
     # planning
-    def plan(self, state, rules):
+    def plan(self, state, rules, exclusions=()):
         wanted = expand(rules)
         before = state.lines()
         if not wanted:
             return Plan(before, [], self._removal_steps(state))
+        exclusions = list(exclusions)
         steps = []
         parent = state.parent
         if parent is None:
@@ -633,8 +749,18 @@ class TcBackend(object):
                 "prio %d of qdisc %s on %s holds filters tc_nat_filter did not create (%d); it will not share that prio"
                 % (OWN_PRIO, fmt_qdisc(parent), self.device, len(state.foreign_at_prio))
             )
+        own_qdisc = state.root_ours or (state.parent is None and state.root_default)
+        if exclusions and not own_qdisc:
+            raise ValidationError(
+                "exclude_destinations cannot be written on %s: its filters sit on root qdisc %s %s, which tc_nat_filter did not create, "
+                "and a pass filter would end that qdisc's classification of the excluded packets; let the module own the root "
+                "qdisc or use backend: nftables" % (self.device, state.root_kind, fmt_qdisc(state.root_handle))
+            )
         if not state.has_ht:
             steps.append(Step("tc " + add_command(self.device, render_divisor(parent)), lambda: self._add_ht(parent), lambda: self._del_ht(parent)))
+        # the pass filters of excluded destinations go in before the link: no moment where an excluded reply is rewritten
+        kept, pass_steps = self._pass_changes(state, parent, exclusions)
+        steps.extend(pass_steps)
         if state.link_handle is None:
             steps.append(Step("tc " + add_command(self.device, render_link(parent)), lambda: self._add_link(parent), lambda: self._del_link(parent)))
 
@@ -653,10 +779,63 @@ class TcBackend(object):
 
         after = [] if not (state.root_ours or state.root_default) else [render_qdisc()]
         after.append(render_divisor(parent))
+        after.extend(render_pass(parent, dst, node) for node, dst in sorted(kept, key=lambda item: item[0]))
         after.append(render_link(parent))
         for key in sorted(wanted, key=leaf_order):
             after.append(render_leaf(parent, key[0], key[1], key[2], wanted[key]))
         return Plan(before, after, steps)
+
+    def _pass_changes(self, state, parent, exclusions):
+        """Steps that turn the pass filters into one per prefix of ``exclusions``: ([(node, dst)] after, steps).
+
+        Removals first, then additions at node ids no old pass filter had (1..7ff, below the link's 800)."""
+        wanted = set(exclusions)
+        steps, kept, seen = [], [], set()
+        for item in sorted(state.passes, key=lambda x: x.handle & 0xFFF):
+            if item.dst in wanted and item.dst not in seen:
+                seen.add(item.dst)
+                kept.append((item.handle & 0xFFF, item.dst))
+                continue
+            steps.append(self._pass_removal(parent, item))
+        used = set(item.handle & 0xFFF for item in state.passes)
+        node = 0
+        for dst in exclusions:
+            if dst in seen:
+                continue
+            node += 1
+            while node in used:
+                node += 1
+            if node >= FIRST_NODE:
+                raise ValidationError("no free node id below %x in prio %d's root table of %s for exclude_destinations %s" % (
+                    FIRST_NODE, OWN_PRIO, self.device, dst))
+            used.add(node)
+            kept.append((node, dst))
+            steps.append(self._pass_addition(parent, state.root_htid, node, dst))
+        return kept, steps
+
+    def _pass_addition(self, parent, root_htid, node, dst):
+        line = "tc " + add_command(self.device, render_pass(parent, dst, node))
+
+        def undo():
+            handle = (root_htid | node) if root_htid is not None else self._find_pass(parent, node)
+            if handle is not None:
+                self._gone_ok(self._del_handle, parent, handle)
+
+        return Step(line, lambda: self._add_pass(parent, node, dst), undo)
+
+    def _pass_removal(self, parent, item):
+        return Step(self._del_line(parent, fmt_handle(item.handle)), lambda: self._del_handle(parent, item.handle),
+                    lambda: self._add_pass(parent, item.handle & 0xFFF, item.dst))
+
+    def _add_pass(self, parent, node, dst):
+        self._request(pass_message(self.index, parent, dst, node), RTM_NEWTFILTER, FLAGS_CREATE)
+
+    def _find_pass(self, parent, node):
+        """The whole handle of the pass filter with node id ``node`` at the module's prio (its root table's id is the kernel's)."""
+        for entry in self._dump_filters(parent):
+            if entry["prio"] == OWN_PRIO and entry["handle"] & 0xFFF == node and pass_from_filter(entry) is not None:
+                return entry["handle"]
+        return None
 
     @staticmethod
     def _free_handle(src, used):
@@ -689,13 +868,15 @@ class TcBackend(object):
         """
         steps = []
         parent = state.parent
-        if parent is not None and (state.has_ht or state.link_handle is not None or state.leaves):
+        if parent is not None and (state.has_ht or state.link_handle is not None or state.leaves or state.passes):
             if not state.foreign_at_prio:
                 line = "tc filter del dev %s parent %s protocol ip prio %d u32" % (self.device, fmt_qdisc(parent), OWN_PRIO)
                 steps.append(Step(line, lambda: self._del_handle(parent, 0), lambda: self._rebuild(parent, state)))
             else:
                 for leaf in sorted(state.leaves, key=lambda x: (bucket_of(x.src), int(x.src))):
                     steps.append(self._leaf_removal(parent, leaf))
+                for item in sorted(state.passes, key=lambda x: x.handle & 0xFFF):
+                    steps.append(self._pass_removal(parent, item))
                 if state.link_handle is not None:
                     handle = state.link_handle
                     steps.append(Step(self._del_line(parent, fmt_handle(handle)), lambda: self._del_handle(parent, handle), lambda: self._add_link(parent)))
@@ -706,9 +887,11 @@ class TcBackend(object):
         return steps
 
     def _rebuild(self, parent, state):
-        """Undo of deleting the module's prio: its hash table, link and filters as they were."""
+        """Undo of deleting the module's prio: its hash table, pass filters, link and nat filters as they were."""
         if state.has_ht:
             self._add_ht(parent)
+        for item in state.passes:
+            self._add_pass(parent, item.handle & 0xFFF, item.dst)
         if state.link_handle is not None:
             self._add_link(parent)
         for leaf in state.leaves:

@@ -46,6 +46,10 @@ BACKENDS = ("auto", "tc", "nftables")
 # of more than this many addresses is refused there (the nftables backend takes any prefix)
 TC_MAX_ADDRESSES_PER_RULE = 256
 
+# the tc backend writes one pass filter per excluded prefix, with node ids 1..0x7ff of prio 1's root
+# hash table: below the link's (0x800, where the kernel's own ids start), so that they are tried first
+TC_MAX_EXCLUSIONS = 0x7FF
+
 
 def device_id(device):
     """A device name as an identifier for nft tables, unit and file names: letters and digits kept, every other
@@ -158,8 +162,83 @@ def subtract(rules, removals):
     return collapse(remaining)
 
 
-def tc_unsupported(rules):
-    """Why ``rules`` cannot be written with the tc backend (a message), or None."""
+# --- exclude_destinations ------------------------------------------------------------------------
+
+
+def collapse_networks(networks):
+    """Networks of both families -> the fewest prefixes covering them, IPv4 first, each family by address."""
+    result = []
+    for version in (4, 6):
+        same = [network for network in networks if network.version == version]
+        result.extend(sorted(ipaddress.collapse_addresses(same), key=lambda n: (int(n.network_address), n.prefixlen)))
+    return result
+
+
+def normalise_exclusions(raw):
+    """The module's ``exclude_destinations`` option -> collapsed, sorted list of ip_network (ValidationError on bad input).
+
+    Each item is an address (a host prefix) or a prefix, IPv4 or IPv6; host bits set are refused as in
+    ``rules[].src``. Every message names the offending item (``exclude_destinations[2]``).
+    """
+    if raw is None:
+        return []
+    if isinstance(raw, (str, bytes, dict)) or not isinstance(raw, (list, tuple)):
+        raise ValidationError("exclude_destinations must be a list of addresses or prefixes, got %r" % (raw,))
+    networks = []
+    for i, item in enumerate(raw):
+        what = "exclude_destinations[%d]" % i
+        if not isinstance(item, str):
+            raise ValidationError("%s must be an address or prefix (a string), got %r" % (what, item))
+        networks.append(parse_prefix(item, what=what, strict=True))
+    return collapse_networks(networks)
+
+
+def subtract_networks(networks, removals):
+    """``networks`` minus ``removals``, address space-wise, collapsed."""
+    remaining = []
+    for network in networks:
+        pieces = [network]
+        for removal in removals:
+            next_pieces = []
+            for piece in pieces:
+                if piece.version != removal.version or not piece.overlaps(removal):
+                    next_pieces.append(piece)
+                elif removal.supernet_of(piece):
+                    continue
+                else:
+                    next_pieces.extend(piece.address_exclude(removal))
+            pieces = next_pieces
+        remaining.extend(pieces)
+    return collapse_networks(remaining)
+
+
+def wanted_objects(state, backend, looked, rules, exclusions, existing):
+    """What each backend holds after the run: {"tc": (rules, exclusions), "nftables": (rules, exclusions)}.
+
+    ``existing``: the same, read from the kernel. ``present``: ``backend`` gets ``rules`` and
+    ``exclusions``, the other backend nothing. ``absent``, in the backends ``looked`` at: with neither
+    rules nor exclusions listed, nothing is left; otherwise the listed rules and exclusions are taken out
+    (address-wise). Exclusions only exist alongside rules: a backend left without rules keeps none.
+    Backends not looked at keep what they hold.
+    """
+    wanted = {}
+    for name in ("tc", "nftables"):
+        have_rules, have_excl = existing[name]
+        if state == "present":
+            want_rules, want_excl = (rules, exclusions) if name == backend else ([], [])
+        elif name not in looked:
+            want_rules, want_excl = have_rules, have_excl
+        elif not rules and not exclusions:
+            want_rules, want_excl = [], []
+        else:
+            want_rules = subtract(have_rules, rules) if rules else list(have_rules)
+            want_excl = subtract_networks(have_excl, exclusions) if exclusions else list(have_excl)
+        wanted[name] = (list(want_rules), list(want_excl) if want_rules else [])
+    return wanted
+
+
+def tc_unsupported(rules, exclusions=()):
+    """Why ``rules`` and ``exclusions`` cannot be written with the tc backend (a message), or None."""
     for rule in rules:
         if rule.version != 4:
             return "rule %s is IPv6: the tc nat action is IPv4-only (use backend nftables)" % (rule,)
@@ -169,6 +248,14 @@ def tc_unsupported(rules):
                 "(a nat action maps a prefix onto a prefix, never many addresses onto one), at most %d "
                 "per rule; use backend nftables for large prefixes" % (rule, rule.src.num_addresses, TC_MAX_ADDRESSES_PER_RULE)
             )
+    for network in exclusions:
+        if network.version != 4:
+            return "exclude_destinations %s is IPv6: the tc backend matches IPv4 only (use backend nftables)" % network
+    if len(exclusions) > TC_MAX_EXCLUSIONS:
+        return (
+            "%d exclusions (after collapsing exclude_destinations): the tc backend writes one pass filter per prefix, "
+            "at most %d; use backend nftables" % (len(exclusions), TC_MAX_EXCLUSIONS)
+        )
     return None
 
 
@@ -258,7 +345,7 @@ def _kallsyms_has(path, symbol):
     return False
 
 
-def choose_backend(requested, rules, state, detect=act_nat_support):
+def choose_backend(requested, rules, state, detect=act_nat_support, exclusions=()):
     """The backend to write with: (name, reason). Raises before any change when ``tc`` cannot be.
 
     ``auto``: ``tc`` when the kernel has act_nat and every rule fits it, else ``nftables``.
@@ -268,7 +355,7 @@ def choose_backend(requested, rules, state, detect=act_nat_support):
         return "nftables", "requested"
     if requested == "tc":
         if state == "present":
-            problem = tc_unsupported(rules)
+            problem = tc_unsupported(rules, exclusions)
             if problem:
                 raise ValidationError(problem)
             available, how = detect()
@@ -284,7 +371,7 @@ def choose_backend(requested, rules, state, detect=act_nat_support):
     available, how = detect()
     if not available:
         return "nftables", "kernel lacks act_nat (%s)" % how
-    problem = tc_unsupported(rules)
+    problem = tc_unsupported(rules, exclusions)
     if problem:
         return "nftables", problem
     return "tc", how
@@ -327,10 +414,11 @@ def apply_steps(steps):
 
 
 def run(params, check_mode=False, detect=act_nat_support, ipr_factory=None):
-    """The whole module: returns the result dict (changed, backend, rules, added, removed, diff, commands).
+    """The whole module: returns the result dict (changed, backend, rules, added, removed, exclude_destinations,
+    diff, commands, boot_files).
 
-    ``params``: device, backend, rules, state, foreign_qdisc, persist, persist_dir, unit_dir (as the module's
-    argument_spec).
+    ``params``: device, backend, rules, exclude_destinations, state, foreign_qdisc, persist, persist_dir, unit_dir
+    (as the module's argument_spec).
     """
     from ansible_collections.netops.ip_transparency.plugins.module_utils import tc_nat_backend_nft as nft_backend
     from ansible_collections.netops.ip_transparency.plugins.module_utils import tc_nat_backend_tc as tc_backend
@@ -340,39 +428,30 @@ def run(params, check_mode=False, detect=act_nat_support, ipr_factory=None):
     state = params.get("state") or "present"
     requested = params.get("backend") or "auto"
     rules = normalise_rules(params.get("rules"))
+    exclusions = normalise_exclusions(params.get("exclude_destinations"))
     if not device or "/" in device or len(device) > 15:
         raise ValidationError("device %r is not a valid interface name" % (device,))
     boot = persist.Files(device, params.get("persist_dir") or persist.DEFAULT_PERSIST_DIR, params.get("unit_dir") or persist.DEFAULT_UNIT_DIR)
     factory = ipr_factory or IPRoute
     with factory() as ipr:
         index = interface_index(ipr, device)
-        backend, reason = choose_backend(requested, rules, state, detect)
+        backend, reason = choose_backend(requested, rules, state, detect, exclusions)
         tc = tc_backend.TcBackend(ipr, device, index, foreign_qdisc=params.get("foreign_qdisc") or "fail")
         nft = nft_backend.NftBackend(device)
         current = {"tc": tc.read(), "nftables": nft.read(required=(backend == "nftables" and state == "present"))}
-        existing = {"tc": current["tc"].rules, "nftables": current["nftables"].rules}
-
-        wanted = {}
-        if state == "present":
-            wanted[backend] = rules
-            for other in ("tc", "nftables"):
-                if other != backend:
-                    wanted[other] = []
-        else:
-            looked = ("tc", "nftables") if requested == "auto" else (backend,)
-            for name in ("tc", "nftables"):
-                if name in looked:
-                    wanted[name] = subtract(existing[name], rules) if rules else []
-                else:
-                    wanted[name] = existing[name]
-            if requested == "auto":
-                present_in = [name for name in ("tc", "nftables") if current[name].exists]
-                backend = present_in[0] if len(present_in) == 1 else ("none" if not present_in else "both")
-                reason = "where the module's rules were"
+        existing = dict((name, (current[name].rules, current[name].exclusions)) for name in ("tc", "nftables"))
+        looked = ("tc", "nftables") if (state == "present" or requested == "auto") else (backend,)
+        wanted_both = wanted_objects(state, backend, looked, rules, exclusions, existing)
+        wanted = dict((name, wanted_both[name][0]) for name in wanted_both)
+        wanted_excl = dict((name, wanted_both[name][1]) for name in wanted_both)
+        if state == "absent" and requested == "auto":
+            present_in = [name for name in ("tc", "nftables") if current[name].exists]
+            backend = present_in[0] if len(present_in) == 1 else ("none" if not present_in else "both")
+            reason = "where the module's rules were"
 
         plans = {
-            "tc": tc.plan(current["tc"], wanted["tc"]),
-            "nftables": nft.plan(current["nftables"], wanted["nftables"]),
+            "tc": tc.plan(current["tc"], wanted["tc"], wanted_excl["tc"]),
+            "nftables": nft.plan(current["nftables"], wanted["nftables"], wanted_excl["nftables"]),
         }
         if params.get("persist") and wanted["tc"] and not (current["tc"].root_ours or current["tc"].root_default):
             raise ValidationError(
@@ -381,8 +460,8 @@ def run(params, check_mode=False, detect=act_nat_support, ipr_factory=None):
                 % (tc_backend.fmt_qdisc(current["tc"].root_handle), device)
             )
         boot_before = boot.read()
-        boot_after = boot.wanted(wanted, params.get("persist"))
-        before_rules = set(existing["tc"]) | set(existing["nftables"])
+        boot_after = boot.wanted(wanted, params.get("persist"), wanted_excl)
+        before_rules = set(existing["tc"][0]) | set(existing["nftables"][0])
         after_rules = set(wanted["tc"]) | set(wanted["nftables"])
         # the backend being written first, then the cleanup of the other one
         order = ("tc", "nftables") if backend == "tc" else ("nftables", "tc")
@@ -397,6 +476,7 @@ def run(params, check_mode=False, detect=act_nat_support, ipr_factory=None):
             "rules": [rule.as_dict() for rule in sorted(after_rules, key=Rule.sort_key)],
             "added": [rule.as_dict() for rule in sorted(after_rules - before_rules, key=Rule.sort_key)],
             "removed": [rule.as_dict() for rule in sorted(before_rules - after_rules, key=Rule.sort_key)],
+            "exclude_destinations": [str(network) for network in collapse_networks(wanted_excl["tc"] + wanted_excl["nftables"])],
             "commands": [step.line for step in steps],
             "boot_files": sorted(boot_after),
             "diff": {

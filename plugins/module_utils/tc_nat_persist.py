@@ -7,9 +7,10 @@ The kernel forgets qdiscs, filters and nftables tables at reboot. With ``persist
 next to what it sets in the kernel, the files that set it again at boot without Ansible:
 
 - ``<persist_dir>/nat-<device>.nft``: the nft transaction that (re)creates the device's table (the
-  same script the nftables backend loads, so running it twice is harmless);
+  same script the nftables backend loads, so running it twice is harmless), exclusion sets included;
 - ``<persist_dir>/nat-<device>.tc``: the ``tc -batch`` commands that build the tc backend's qdisc, hash
-  table and filters on a device whose root qdisc is the kernel's default;
+  table, pass filters of the excluded destinations and nat filters on a device whose root qdisc is the
+  kernel's default;
 - ``<unit_dir>/netops-nat-<device>.service``: a oneshot unit that loads them after the network is up,
   enabled through the ``multi-user.target.wants`` link (what ``systemctl enable`` creates).
 
@@ -90,20 +91,23 @@ class Files(object):
             lines.append("ExecStart=nft -f %s" % _systemd_escape(self.restore["nftables"]))
         return lines
 
-    def wanted(self, rules_by_backend, persist):
+    def wanted(self, rules_by_backend, persist, exclusions_by_backend=None):
         """{path: content or link target}, what the boot files should be for the rules the device ends with.
 
-        ``rules_by_backend``: {"tc": [Rule], "nftables": [Rule]} after the run.
+        ``rules_by_backend``: {"tc": [Rule], "nftables": [Rule]} after the run; ``exclusions_by_backend`` the same
+        for the excluded destinations (ip_network), restored with the rules.
         """
+        exclusions = exclusions_by_backend or {}
         held = [name for name in ("tc", "nftables") if rules_by_backend.get(name)]
         if not persist or not held:
             return {}
         files = {}
         header = HEADER % self.device
         if "tc" in held:
-            files[self.restore["tc"]] = header + "".join(line + "\n" for line in tc_backend.boot_batch(self.device, rules_by_backend["tc"]))
+            batch = tc_backend.boot_batch(self.device, rules_by_backend["tc"], exclusions.get("tc", ()))
+            files[self.restore["tc"]] = header + "".join(line + "\n" for line in batch)
         if "nftables" in held:
-            files[self.restore["nftables"]] = header + nft_backend.replace_script(self.device, rules_by_backend["nftables"])
+            files[self.restore["nftables"]] = header + nft_backend.replace_script(self.device, rules_by_backend["nftables"], exclusions.get("nftables", ()))
         files[self.unit] = UNIT % {"device": self.device, "exec": "".join(line + "\n" for line in self.exec_lines(held))}
         files[self.link] = Link(self.unit)
         return files

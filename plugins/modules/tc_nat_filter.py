@@ -42,6 +42,11 @@ description:
   - Asking for V(tc) on a kernel without act_nat fails before any change, naming the missing feature and the
     V(nftables) alternative. Bad input (not an address, a prefix with host bits set, an unknown device, a port
     out of range, an IPv6 rule with V(tc)) fails before any change as well.
+  - O(exclude_destinations) lists destinations whose packets are never rewritten, whatever rule matches them
+    (for example the proxy's private address, so that the reply to a health check the proxy sends from it reaches
+    the probe's socket with the upstream's own address). With V(nftables), a set per family tested in the rewrite
+    rule (C(ip daddr != @exclude4 ip saddr set ...)); with V(tc), one pass filter per prefix
+    (C(match ip dst X action gact pass)) in front of the link to the nat filters' hash table.
   - Writing one backend removes what the module wrote with the other on the same device, so that packets are
     never rewritten twice. If applying fails half-way, what was applied is undone and the module fails with
     RV(rolled_back=true).
@@ -49,7 +54,8 @@ author:
   - netops maintainers (@netops)
 requirements:
   - pyroute2 >= 0.7.2
-  - for the V(tc) backend, a kernel with the tc C(nat) action (CONFIG_NET_ACT_NAT, act_nat) and htb and u32
+  - for the V(tc) backend, a kernel with the tc C(nat) action (CONFIG_NET_ACT_NAT, act_nat) and htb and u32, and with
+    O(exclude_destinations) the C(gact) action (CONFIG_NET_ACT_GACT, act_gact)
   - for the V(nftables) backend, the C(nft) command and a kernel with the netdev egress hook (5.16 or later)
 attributes:
   check_mode:
@@ -74,7 +80,8 @@ options:
   rules:
     description:
       - The source-rewrite rules of the device.
-      - With O(state=absent), the rules to remove; without rules, everything the module created on the device.
+      - With O(state=absent), the rules to remove; without rules (and without O(exclude_destinations)), everything
+        the module created on the device.
     type: list
     elements: dict
     default: []
@@ -102,6 +109,28 @@ options:
             O(rules[].src).
         type: str
         required: true
+  exclude_destinations:
+    description:
+      - Destinations whose packets are never rewritten, IPv4 or IPv6 addresses or prefixes (an address means a host
+        prefix; host bits set in a prefix are refused, as in O(rules[].src)). They apply to every rule of the device -
+        a packet that a rule matches keeps its source when its destination lies in one of them.
+      - The use is a host that talks to the upstream directly from an address the rewritten replies would not reach,
+        such as the proxy probing the upstream's service from its private address for health checks.
+      - Like O(rules), the complete set of the device with O(state=present); contiguous and overlapping prefixes are
+        collapsed. They exist only alongside rules - with no rule left, none is kept.
+      - With O(state=absent) the listed destinations are removed (address-wise) and the rules kept, unless O(rules)
+        lists rules to remove too; with neither, everything the module created on the device goes.
+      - V(nftables) tests the destination against a set per family (C(exclude4), C(exclude6)) in the rewrite rule of
+        that family, one lookup per packet of that family; without exclusions the table has no set and no condition.
+      - V(tc) adds one filter per prefix in the module's prio 1, ahead of the nat filters (C(match ip dst PREFIX
+        action gact pass), node ids 1 to 7ff of the prio's root hash table, in front of the link at 800); a packet
+        is compared with each of them before the hash lookup. Their verdict C(pass) ends the root qdisc's
+        classification (the module's htb sends such packets directly, as it does unclassified ones), so with V(tc)
+        they are refused on a root qdisc the module did not create (O(foreign_qdisc=attach)). IPv4 only with V(tc),
+        at most 2047 prefixes; V(auto) picks V(nftables) for an IPv6 destination.
+    type: list
+    elements: str
+    default: []
   foreign_qdisc:
     description:
       - What the V(tc) backend does when the device's root qdisc was not created by the module (and is not the
@@ -117,8 +146,8 @@ options:
         as the kernel change, a restore file under O(persist_dir) (C(nat-DEVICE.nft), the nft transaction the
         V(nftables) backend loads, or C(nat-DEVICE.tc), C(tc -batch) commands for the V(tc) backend) and a oneshot
         systemd unit C(netops-nat-DEVICE.service) in O(unit_dir) that loads it after C(network.target), enabled
-        through its C(multi-user.target.wants) link. The files always match the rules the device ends with; they are
-        removed when no rule is left.
+        through its C(multi-user.target.wants) link. The files always match the rules and excluded destinations the
+        device ends with; they are removed when no rule is left.
       - V(false) removes those files when a previous run wrote them, so that old rules cannot come back at boot.
       - Refused with the V(tc) backend on a root qdisc the module did not create (O(foreign_qdisc=attach)).
     type: bool
@@ -136,9 +165,10 @@ options:
     default: /etc/systemd/system
   state:
     description:
-      - V(present) makes O(rules) the device's rules; V(absent) removes the listed rules, or all of the module's
-        objects on the device when O(rules) is empty (qdisc, filters, nftables table), restoring the device's
-        original behaviour.
+      - V(present) makes O(rules) the device's rules and O(exclude_destinations) its excluded destinations;
+        V(absent) removes the listed rules and excluded destinations, or all of the module's objects on the device
+        when both O(rules) and O(exclude_destinations) are empty (qdisc, filters, nftables table), restoring the
+        device's original behaviour.
     type: str
     choices: [present, absent]
     default: present
@@ -151,7 +181,8 @@ notes:
     replies below the path MTU (for DNS an EDNS buffer size such as 1232).
   - The V(tc) backend matches the source port at a fixed offset (20), as C(match ip sport) does, so packets with IP
     options are not rewritten.
-  - C(tc filter show dev DEVICE) shows the filters (their actions read C(nat egress OLD/32 NEW continue)), and
+  - C(tc filter show dev DEVICE) shows the filters (their actions read C(nat egress OLD/32 NEW continue); the
+    excluded destinations' filters C(match HEXADDR/HEXMASK at 16) and C(gact action pass)), and
     C(nft list table netdev netops_nat_DEVICE) shows the table.
 seealso:
   - name: tc-nat(8)
@@ -191,6 +222,21 @@ EXAMPLES = r"""
     rules:
       - {src: 172.16.0.0/28, sport: 53, nat_to: 192.168.99.10}
       - {src: "2001:db8:16::/64", sport: 53, nat_to: "2001:db8:99::10"}
+
+- name: Origin NAT that leaves the replies to the proxy's own health checks alone (sent from its private address)
+  netops.ip_transparency.tc_nat_filter:
+    device: eth0
+    rules:
+      - {src: 172.16.0.11, sport: 53, nat_to: 192.168.99.10}
+    exclude_destinations:
+      - 172.16.0.1
+    persist: true
+
+- name: Stop excluding 172.16.0.1, keep the rules
+  netops.ip_transparency.tc_nat_filter:
+    device: eth0
+    exclude_destinations: [172.16.0.1]
+    state: absent
 
 - name: Router NAT that survives a reboot (restore file and systemd unit written with the change)
   netops.ip_transparency.tc_nat_filter:
@@ -236,6 +282,12 @@ removed:
   type: list
   elements: dict
   sample: []
+exclude_destinations:
+  description: The device's excluded destinations after the run, normalised and collapsed (prefixes).
+  returned: always
+  type: list
+  elements: str
+  sample: ["172.16.0.1/32", "198.51.100.0/24"]
 commands:
   description: The changes made (or, in check mode, that would be made), as C(tc)/C(nft) commands.
   returned: always
@@ -287,6 +339,7 @@ def main():
                     nat_to=dict(type="str", required=True),
                 ),
             ),
+            exclude_destinations=dict(type="list", elements="str", default=[]),
             foreign_qdisc=dict(type="str", default="fail", choices=["fail", "attach"]),
             persist=dict(type="bool", default=False),
             persist_dir=dict(type="path", default="/etc/netops-ip-transparency"),

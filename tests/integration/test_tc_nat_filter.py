@@ -105,9 +105,11 @@ class Pair(object):
         sh(self.cl, "sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.cl0.rp_filter=0")
 
     def exchange(self, datagrams, version=4, port=5353, timeout=60):
-        """Send (mode, src, sport, tag) datagrams from ``up`` to the client; returns {tag: "src sport"} as received.
+        """Send (mode, src, sport, tag[, dst]) datagrams from ``up`` to the client; returns {tag: "src sport"} as received.
 
-        An ``end`` datagram from the link address closes the exchange (``timeout`` is only a safety net).
+        ``dst`` defaults to the client's link address (10.0.0.2 or fd00:5::2); another one must be an address of
+        the client's namespace (see add_probe_addresses). An ``end`` datagram from the link address closes the
+        exchange (``timeout`` is only a safety net).
         """
         dst = "10.0.0.2" if version == 4 else "fd00:5::2"
         datagrams = list(datagrams) + [("sock", "10.0.0.1" if version == 4 else "fd00:5::1", 9, "end")]
@@ -116,7 +118,7 @@ class Pair(object):
             stdout=subprocess.PIPE, text=True)
         try:
             assert receiver.stdout.readline().strip() == "ready"
-            items = ["%s,%s,%d,%s,%d,%s" % (mode, src, sport, dst, port, tag) for mode, src, sport, tag in datagrams]
+            items = ["%s,%s,%d,%s,%d,%s" % (mode, src, sport, (other or [dst])[0], port, tag) for mode, src, sport, tag, *other in datagrams]
             sent = ns_python(self.up, SENDER, *items)
             assert sent.returncode == 0, sent.stderr
             out = receiver.communicate(timeout=timeout + 30)[0]
@@ -380,3 +382,168 @@ def test_persisted_rules_come_back_after_a_reboot_and_absent_removes_the_boot_fi
     gone = run_module(pair.up, "tc_nat_filter", persisted(tmp_path, device="up0", state="absent"))
     assert gone["changed"] is True and gone["boot_files"] == []
     assert nft_tables(sh, pair.up) == [] and not os.path.exists(unit)
+
+
+# --- exclude_destinations: replies to these destinations keep the upstream's source ----------------------------
+#
+# The proxy's health checker probes an upstream's DNS from the proxy's private address (172.16.0.1 in the lab) on a
+# socket connected to the upstream's address: the reply must come from that address, not from the VIP. Here the
+# client's namespace also holds 172.16.0.1 (and fd00:5::3), routed over the veth, standing in for the proxy.
+
+PROBE = "172.16.0.1"
+PROBE6 = "fd00:5::3"
+EXCLUDED = [PROBE, "198.51.100.0/24", PROBE6]
+
+EXCLUSION_DATAGRAMS = [
+    ("sock", "172.16.0.11", 53, "probe", PROBE),  # the health check's reply: excluded, source kept
+    ("raw", "172.16.0.12", 53, "probe_raw", PROBE),  # software checksum: untouched, still valid
+    ("raw", "172.16.1.11", 53, "probe_other", PROBE),  # a rule with another target: excluded too
+    ("sock", "172.16.0.11", 53, "client"),  # a client's reply (10.0.0.2): rewritten
+    ("raw", "172.16.0.12", 53, "client_raw"),
+]
+UNREWRITTEN = {"probe": "172.16.0.11 53", "probe_raw": "172.16.0.12 53", "probe_other": "172.16.1.11 53",
+               "client": "172.16.0.11 53", "client_raw": "172.16.0.12 53"}
+EXCLUDING = {"probe": "172.16.0.11 53", "probe_raw": "172.16.0.12 53", "probe_other": "172.16.1.11 53",
+             "client": "%s 53" % VIP, "client_raw": "%s 53" % VIP}
+EXCLUSION_DATAGRAMS6 = [("raw", "2001:db8:16::11", 53, "probe6", PROBE6), ("raw", "2001:db8:16::11", 53, "client6")]
+
+
+def add_probe_addresses(pair, sh):
+    """The proxy's private addresses, on the client's side of the veth.
+
+    Their neighbour entries are set up front: a datagram waiting for ARP or neighbour discovery would arrive after the
+    ``end`` datagram (whose neighbour is known) and be counted as lost.
+    """
+    sh(pair.cl, "ip addr add %s/32 dev cl0 && ip -6 addr add %s/128 dev cl0 nodad" % (PROBE, PROBE6))
+    mac = sh(pair.cl, "cat /sys/class/net/cl0/address").strip()
+    sh(pair.up, "ip route add %s/32 dev up0" % PROBE)
+    for address in (PROBE, PROBE6):
+        sh(pair.up, "ip neigh replace %s lladdr %s dev up0 nud permanent" % (address, mac))
+
+
+def test_nftables_exclude_destinations_keep_the_source_of_replies_to_them(pair, run_module, sh):
+    add_probe_addresses(pair, sh)
+    assert pair.exchange(EXCLUSION_DATAGRAMS) == UNREWRITTEN
+
+    args = {"device": "up0", "backend": "nftables", "rules": RULES, "exclude_destinations": EXCLUDED}
+    checked = run_module(pair.up, "tc_nat_filter", args, check=True)
+    assert checked["changed"] is True and checked["rc"] == 0, checked
+    assert nft_tables(sh, pair.up) == [], "check mode must not create anything"
+
+    first = run_module(pair.up, "tc_nat_filter", args)
+    assert first["changed"] is True and first["backend"] == "nftables", first
+    assert first["diff"] == checked["diff"]
+    assert first["exclude_destinations"] == ["172.16.0.1/32", "198.51.100.0/24", "fd00:5::3/128"]
+    assert "element netdev netops_nat_up0 exclude4 { 172.16.0.1 }" in first["diff"]["after"]
+    assert "rule netdev netops_nat_up0 egress ip daddr != @exclude4 ip saddr set" in first["diff"]["after"]
+    assert len(first["commands"]) == 1 and first["commands"][0].startswith("nft -f - <<< "), first["commands"]
+    listed = sh(pair.up, "nft list table netdev netops_nat_up0")
+    print(listed)
+    assert "ip daddr != @exclude4 ip saddr set ip saddr . meta l4proto . th sport map @snat4" in listed, listed
+    assert "ip6 daddr != @exclude6 ip6 saddr set ip6 saddr . meta l4proto . th sport map @snat6" in listed, listed
+    assert "elements = { 172.16.0.1, 198.51.100.0/24 }" in listed and "elements = { fd00:5::3 }" in listed, listed
+
+    assert pair.exchange(EXCLUSION_DATAGRAMS) == EXCLUDING
+    assert pair.exchange(EXCLUSION_DATAGRAMS6, version=6) == {"probe6": "2001:db8:16::11 53", "client6": "%s 53" % VIP6}
+
+    again = run_module(pair.up, "tc_nat_filter", args)
+    assert again["changed"] is False and again["commands"] == [], again
+    assert again["diff"]["before"] == again["diff"]["after"] == first["diff"]["after"]
+    # the same destinations spelled otherwise are the same destinations
+    spelled = run_module(pair.up, "tc_nat_filter", dict(args, exclude_destinations=[
+        "172.16.0.1/32", "198.51.100.128/25", "198.51.100.0/25", "FD00:5:0::3", "172.16.0.1"]))
+    assert spelled["changed"] is False, spelled
+
+    # only the exclusions change: one transaction, the rules untouched
+    fewer = run_module(pair.up, "tc_nat_filter", dict(args, exclude_destinations=[PROBE]))
+    assert fewer["changed"] is True and fewer["added"] == fewer["removed"] == [], fewer
+    assert fewer["exclude_destinations"] == ["172.16.0.1/32"] and len(fewer["commands"]) == 1
+    assert "exclude6" not in sh(pair.up, "nft list table netdev netops_nat_up0")
+    assert pair.exchange(EXCLUSION_DATAGRAMS6, version=6) == {"probe6": "%s 53" % VIP6, "client6": "%s 53" % VIP6}
+
+    # absent with destinations only: those stop being excluded, the rules stay
+    part = run_module(pair.up, "tc_nat_filter", {"device": "up0", "exclude_destinations": [PROBE], "state": "absent"})
+    assert part["changed"] is True and part["exclude_destinations"] == [] and len(part["rules"]) == 3, part
+    assert "exclude4" not in sh(pair.up, "nft list table netdev netops_nat_up0")
+    assert pair.exchange(EXCLUSION_DATAGRAMS[:1]) == {"probe": "%s 53" % VIP}
+
+    run_module(pair.up, "tc_nat_filter", args)
+    gone = run_module(pair.up, "tc_nat_filter", {"device": "up0", "state": "absent"})
+    assert gone["changed"] is True and gone["exclude_destinations"] == [], gone
+    assert nft_tables(sh, pair.up) == []
+    assert pair.exchange(EXCLUSION_DATAGRAMS) == UNREWRITTEN
+
+
+def test_nftables_exclusions_persisted_come_back_after_a_reboot(pair, run_module, sh, tmp_path):
+    add_probe_addresses(pair, sh)
+    args = persisted(tmp_path, device="up0", backend="nftables", rules=RULES[:3], exclude_destinations=[PROBE])
+    first = run_module(pair.up, "tc_nat_filter", args)
+    assert first["changed"] is True, first
+    restore = tmp_path / "etc" / "nat-up0.nft"
+    assert "ip daddr != @exclude4 ip saddr set" in restore.read_text() and "elements = { 172.16.0.1 }" in restore.read_text()
+
+    # the reboot: the kernel forgets the table; the unit's commands bring back the rewrite and the exclusion
+    sh(pair.up, "nft delete table netdev netops_nat_up0")
+    assert pair.exchange(EXCLUSION_DATAGRAMS) == UNREWRITTEN
+    boot(sh, pair.up, str(tmp_path / "units" / "netops-nat-up0.service"))
+    assert pair.exchange(EXCLUSION_DATAGRAMS) == EXCLUDING
+    assert run_module(pair.up, "tc_nat_filter", args)["changed"] is False, "what the boot restored is what the module sets"
+
+    # another exclusion: the restore file follows
+    changed = run_module(pair.up, "tc_nat_filter", dict(args, exclude_destinations=["198.51.100.0/24"]))
+    assert changed["commands"][-1] == "write %s" % restore, changed["commands"]
+    assert "elements = { 198.51.100.0/24 }" in restore.read_text() and "172.16.0.1" not in restore.read_text()
+    gone = run_module(pair.up, "tc_nat_filter", persisted(tmp_path, device="up0", state="absent"))
+    assert gone["boot_files"] == [] and not restore.exists()
+
+
+def test_a_failed_change_puts_the_previous_exclusions_back(pair, run_module, sh, tmp_path):
+    """The table is loaded, then writing the boot file fails: the table with the old exclusions is loaded back."""
+    args = {"device": "up0", "backend": "nftables", "rules": RULES[:1], "exclude_destinations": [PROBE]}
+    run_module(pair.up, "tc_nat_filter", args)
+    before = sh(pair.up, "nft list table netdev netops_nat_up0")
+    failed = run_module(pair.up, "tc_nat_filter", dict(args, exclude_destinations=["198.51.100.0/24"], persist=True,
+                                                       persist_dir="/proc/netops-cannot-be-made", unit_dir=str(tmp_path / "units")))
+    assert failed.get("failed") and failed["rolled_back"] is True, failed
+    assert sh(pair.up, "nft list table netdev netops_nat_up0") == before
+    assert run_module(pair.up, "tc_nat_filter", args)["changed"] is False
+
+
+@pytest.mark.parametrize("excluded, message", [
+    (["172.16.0.1", "172.16.0.1/24"], "exclude_destinations[1] '172.16.0.1/24' has host bits set: write 172.16.0.0/24"),
+    (["proxy"], "exclude_destinations[0] 'proxy' is not an IPv4 or IPv6 address or prefix"),
+    (["fd00:5::3/64"], "exclude_destinations[0] 'fd00:5::3/64' has host bits set"),
+])
+@pytest.mark.parametrize("backend", ["auto", "nftables", "tc"])
+def test_bad_exclusions_fail_before_any_change(pair, run_module, sh, excluded, message, backend):
+    result = run_module(pair.up, "tc_nat_filter", {"device": "up0", "backend": backend, "rules": RULES[:1], "exclude_destinations": excluded})
+    assert result.get("failed") and message in result["msg"], result
+    assert nft_tables(sh, pair.up) == []
+    assert "noqueue" in sh(pair.up, "tc qdisc show dev up0")
+
+
+def test_ipv6_exclusion_with_the_tc_backend_is_refused_and_auto_takes_nftables(pair, run_module, sh):
+    result = run_module(pair.up, "tc_nat_filter", {"device": "up0", "backend": "tc", "rules": RULES[:1], "exclude_destinations": [PROBE6]})
+    assert result.get("failed") and "exclude_destinations fd00:5::3/128 is IPv6" in result["msg"] and "nftables" in result["msg"], result
+    assert "noqueue" in sh(pair.up, "tc qdisc show dev up0")
+    auto = run_module(pair.up, "tc_nat_filter", {"device": "up0", "rules": RULES[:1], "exclude_destinations": [PROBE6]}, check=True)
+    assert auto["backend"] == "nftables", auto
+
+
+ROLLBACK_EXCLUDING = ROLLBACK.replace('"rules": [', '"exclude_destinations": ["172.16.0.1"], "rules": [')
+
+
+@pytest.mark.skipif(ACT_NAT, reason="needs a kernel that refuses act_nat (%s) to fail half-way" % ACT_NAT_HOW)
+def test_tc_half_applied_change_with_exclusions_is_rolled_back(pair, sh):
+    """Pretend act_nat is there: qdisc and hash table go in, the pass filter (ahead of the link and the nat filters) is
+    refused as this kernel has no act_gact either, both are undone."""
+    assert ROLLBACK_EXCLUDING != ROLLBACK
+    proc = ns_python(pair.up, ROLLBACK_EXCLUDING)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["rolled_back"] is True, result
+    failed_at = "failed at 'tc filter add dev up0 parent d5: protocol ip prio 1 handle ::1 u32 match ip dst 172.16.0.1/32 action gact pass'"
+    assert result["msg"].startswith(failed_at), result
+    assert "the 2 change(s) applied before were undone" in result["msg"], result
+    assert "noqueue" in sh(pair.up, "tc qdisc show dev up0")
+    assert sh(pair.up, "tc filter show dev up0") == ""

@@ -7,7 +7,21 @@ there: few module runs, each checking much.
 
 import pytest
 
-from test_tc_nat_filter import ACT_NAT, ACT_NAT_HOW, RULES, VIP, Pair, boot, nft_tables, persisted
+from test_tc_nat_filter import (
+    ACT_NAT,
+    ACT_NAT_HOW,
+    EXCLUDING,
+    EXCLUSION_DATAGRAMS,
+    PROBE,
+    RULES,
+    UNREWRITTEN,
+    VIP,
+    Pair,
+    add_probe_addresses,
+    boot,
+    nft_tables,
+    persisted,
+)
 
 VM_COMMAND = "make vm (tests/vm/run-in-vm -- .venv/bin/pytest -p no:cacheprovider -m needs_tc_nat tests/integration)"
 
@@ -131,3 +145,59 @@ def test_persist_refuses_filters_on_a_foreign_qdisc(pair, run_module, sh, tmp_pa
     refused = run_module(pair.up, "tc_nat_filter", persisted(tmp_path, device="up0", backend="tc", rules=TC_RULES, foreign_qdisc="attach"))
     assert refused["failed"] and "persist cannot restore filters attached to the root qdisc 1:" in refused["msg"], refused
     assert sh(pair.up, "tc filter show dev up0") == "" and not (tmp_path / "etc").exists()
+
+
+def test_tc_exclude_destinations_keep_the_source_of_replies_to_them_and_come_back_at_boot(pair, run_module, sh, tmp_path):
+    add_probe_addresses(pair, sh)
+    assert pair.exchange(EXCLUSION_DATAGRAMS) == UNREWRITTEN
+
+    args = persisted(tmp_path, device="up0", backend="tc", rules=TC_RULES, exclude_destinations=[PROBE, "198.51.100.0/24"])
+    checked = run_module(pair.up, "tc_nat_filter", args, check=True)
+    assert checked["changed"] is True and "noqueue" in sh(pair.up, "tc qdisc show dev up0"), checked
+
+    first = run_module(pair.up, "tc_nat_filter", args)
+    assert first["changed"] is True and first["backend"] == "tc", first
+    assert first["diff"] == checked["diff"]
+    assert first["exclude_destinations"] == ["172.16.0.1/32", "198.51.100.0/24"]
+    # the pass filters go in before the link to the nat filters' hash table
+    assert first["commands"][2:5] == [
+        "tc filter add dev up0 parent d5: protocol ip prio 1 handle ::1 u32 match ip dst 172.16.0.1/32 action gact pass",
+        "tc filter add dev up0 parent d5: protocol ip prio 1 handle ::2 u32 match ip dst 198.51.100.0/24 action gact pass",
+        "tc filter add dev up0 parent d5: protocol ip prio 1 u32 link d5: hashkey mask 0x000000ff at 12 match u32 0 0",
+    ], first["commands"]
+    shown = sh(pair.up, "tc filter show dev up0")
+    print(shown)
+    assert "fh 800::1 order 1 key ht 800 bkt 0 " in shown and "match ac100001/ffffffff at 16" in shown, shown
+    assert "fh 800::2 order 2 key ht 800 bkt 0 " in shown and "match c6336400/ffffff00 at 16" in shown, shown
+    assert shown.index("fh 800::1 ") < shown.index("fh 800::2 ") < shown.index("fh 800::800 "), "u32 tries the passes first"
+    assert shown.count("gact action pass") == 2 and shown.count(" nat egress ") == 9, shown
+
+    assert pair.exchange(EXCLUSION_DATAGRAMS) == EXCLUDING
+
+    again = run_module(pair.up, "tc_nat_filter", args)
+    assert again["changed"] is False and again["commands"] == [], again
+    assert again["diff"]["before"] == again["diff"]["after"] == first["diff"]["after"]
+
+    # the reboot: the unit's tc batch rebuilds the same filters, passes included
+    sh(pair.up, "tc qdisc del dev up0 root")
+    assert pair.exchange(EXCLUSION_DATAGRAMS) == UNREWRITTEN
+    boot(sh, pair.up, str(tmp_path / "units" / "netops-nat-up0.service"))
+    assert sh(pair.up, "tc filter show dev up0") == shown
+    assert pair.exchange(EXCLUSION_DATAGRAMS) == EXCLUDING
+
+    # one exclusion replaced: one pass filter removed, one added at a node id the old ones did not have
+    update = dict(args, exclude_destinations=[PROBE, "203.0.113.0/24"])
+    changed = run_module(pair.up, "tc_nat_filter", update)
+    assert changed["commands"][:2] == [
+        "tc filter del dev up0 parent d5: protocol ip prio 1 handle 800:0:2 u32",
+        "tc filter add dev up0 parent d5: protocol ip prio 1 handle ::3 u32 match ip dst 203.0.113.0/24 action gact pass",
+    ] and changed["added"] == changed["removed"] == [], changed
+    # the boot file follows (it numbers the pass filters from 1 again: same prefixes, same order ahead of the link)
+    batch = (tmp_path / "etc" / "nat-up0.tc").read_text()
+    assert "u32 match ip dst 203.0.113.0/24 action gact pass" in batch and "198.51.100.0/24" not in batch, batch
+    assert pair.exchange(EXCLUSION_DATAGRAMS[:1]) == {"probe": "172.16.0.11 53"}
+
+    gone = run_module(pair.up, "tc_nat_filter", persisted(tmp_path, device="up0", state="absent"))
+    assert gone["changed"] is True and gone["exclude_destinations"] == [] and gone["boot_files"] == [], gone
+    assert "noqueue" in sh(pair.up, "tc qdisc show dev up0") and sh(pair.up, "tc filter show dev up0") == ""
+    assert pair.exchange(EXCLUSION_DATAGRAMS) == UNREWRITTEN

@@ -234,3 +234,36 @@ def test_fixture_records_how_it_was_made():
         assert item["command"].startswith("tc ")
         data = bytes.fromhex(item["hex"])
         assert struct.unpack_from("=I", data, 0)[0] == len(data)
+
+
+# --- the pass filters of exclude_destinations, against tc_requests_exclude.json (capture_exclude.py) ------------
+
+with open(os.path.join(os.path.dirname(FIXTURE), "tc_requests_exclude.json")) as _handle:
+    CAPTURE_EXCLUDE = json.load(_handle)
+
+
+def raw_exclude(fragment):
+    found = [r for r in CAPTURE_EXCLUDE["requests"] if fragment in r["command"]]
+    assert len(found) == 1, fragment
+    return bytes.fromhex(found[0]["hex"]), found[0]["command"]
+
+
+@pytest.mark.parametrize("fragment, dst, node", [
+    ("handle ::1 u32 match ip dst 172.16.0.1/32 action gact pass", "172.16.0.1/32", 1),
+    ("handle ::2 u32 match ip dst 198.51.100.0/24 action gact pass", "198.51.100.0/24", 2),
+])
+def test_pass_request(fragment, dst, node):
+    theirs, command = raw_exclude(fragment)
+    ours = tcb.encode(tcb.pass_message(ifindex(theirs), tcb.OWN_QDISC, ipaddress.ip_network(dst), node), tcb.RTM_NEWTFILTER, tcb.FLAGS_CREATE)
+    same_request(ours, theirs)
+    assert "tc " + tcb.add_command("v0", tcb.render_pass(tcb.OWN_QDISC, ipaddress.ip_network(dst), node)) == command
+    # read back as a dump shows it (the kernel adds the hash of the root table it put it in)
+    entry = tcb.decode_message(theirs)
+    entry["handle"], entry["u32"]["hash"] = 0x80000000 | node, 0x80000000
+    assert tcb.pass_from_filter(entry) == tcb.Pass(ipaddress.ip_network(dst), 0x80000000 | node)
+
+
+def test_the_exclude_capture_used_the_modules_qdisc_and_prio():
+    commands = [r["command"] for r in CAPTURE_EXCLUDE["requests"]]
+    assert commands[:3] == [r["command"] for r in CAPTURE["requests"][:3]]
+    assert [bytes.fromhex(r["hex"])[16:] for r in CAPTURE_EXCLUDE["requests"][:3]] == [bytes.fromhex(r["hex"])[16:] for r in CAPTURE["requests"][:3]]

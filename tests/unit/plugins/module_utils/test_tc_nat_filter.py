@@ -476,3 +476,251 @@ def test_tc_filters_spread_over_the_hash_buckets():
             bucket = step.line.split(" ht d5:")[1].split(":")[0]
             buckets[bucket] = buckets.get(bucket, 0) + 1
     assert len(buckets) == 256 and max(buckets.values()) == 2
+
+
+# --- exclude_destinations: replies to these destinations are never rewritten ----------------------------------
+
+def net(text):
+    return ipaddress.ip_network(text)
+
+
+def test_exclusions_normalise_collapse_and_sort():
+    got = t.normalise_exclusions(["198.51.100.128/25", "FD00:5::3", "172.16.0.1", " 172.16.0.1/32", "198.51.100.0/25"])
+    assert got == [net("172.16.0.1/32"), net("198.51.100.0/24"), net("fd00:5::3/128")]
+    assert t.normalise_exclusions(None) == [] and t.normalise_exclusions([]) == []
+    # a prefix swallows the addresses inside it
+    assert t.normalise_exclusions(["172.16.0.1", "172.16.0.0/24"]) == [net("172.16.0.0/24")]
+
+
+@pytest.mark.parametrize("item, message", [
+    ("172.16.0.1/24", r"exclude_destinations\[1\] '172.16.0.1/24' has host bits set: write 172.16.0.0/24 for the network or 172.16.0.1/32"),
+    ("fd00:5::3/64", r"exclude_destinations\[1\] 'fd00:5::3/64' has host bits set"),
+    ("proxy", r"exclude_destinations\[1\] 'proxy' is not an IPv4 or IPv6 address or prefix"),
+    ("", r"exclude_destinations\[1\] '' is not an IPv4 or IPv6 address or prefix"),
+    ("172.16.0.300", r"exclude_destinations\[1\] '172.16.0.300' is not an IPv4 or IPv6 address or prefix"),
+    ({"dst": "172.16.0.1"}, r"exclude_destinations\[1\] must be an address or prefix \(a string\), got \{'dst': '172.16.0.1'\}"),
+    (None, r"exclude_destinations\[1\] must be an address or prefix \(a string\), got None"),
+    (True, r"exclude_destinations\[1\] must be an address or prefix \(a string\), got True"),
+])
+def test_exclusions_refuse_bad_items_naming_them(item, message):
+    with pytest.raises(ValidationError, match=message):
+        t.normalise_exclusions(["172.16.0.2", item])
+
+
+def test_exclusions_must_be_a_list():
+    with pytest.raises(ValidationError, match="exclude_destinations must be a list"):
+        t.normalise_exclusions("172.16.0.1")
+
+
+def test_subtract_networks_address_wise():
+    have = [net("172.16.0.0/30"), net("fd00:5::3/128")]
+    assert t.subtract_networks(have, [net("172.16.0.1/32")]) == [net("172.16.0.0/32"), net("172.16.0.2/31"), net("fd00:5::3/128")]
+    assert t.subtract_networks(have, [net("0.0.0.0/0")]) == [net("fd00:5::3/128")]
+    assert t.subtract_networks(have, []) == have
+
+
+def test_tc_refuses_ipv6_exclusions_and_too_many():
+    assert t.tc_unsupported([rule("172.16.0.11/32")], [net("172.16.0.1/32")]) is None
+    problem = t.tc_unsupported([rule("172.16.0.11/32")], [net("fd00:5::3/128")])
+    assert "exclude_destinations fd00:5::3/128 is IPv6" in problem and "backend nftables" in problem
+    many = [net("10.%d.%d.0/24" % (i // 256, i % 256)) for i in range(0, 4096, 2)]  # 2048 disjoint prefixes
+    assert "2048 exclusions" in t.tc_unsupported([rule("172.16.0.11/32")], many)
+    assert t.tc_unsupported([rule("172.16.0.11/32")], many[:t.TC_MAX_EXCLUSIONS]) is None
+
+
+def test_choose_backend_with_exclusions():
+    v6 = [net("fd00:5::3/128")]
+    assert t.choose_backend("auto", [rule("172.16.0.11/32")], "present", YES.__func__, v6)[0] == "nftables"
+    assert t.choose_backend("auto", [rule("172.16.0.11/32")], "present", YES.__func__, [net("172.16.0.1/32")])[0] == "tc"
+    with pytest.raises(ValidationError, match="is IPv6"):
+        t.choose_backend("tc", [rule("172.16.0.11/32")], "present", YES.__func__, v6)
+
+
+EXISTING = {"tc": ([rule("172.16.0.8/30")], [net("172.16.0.1/32"), net("172.16.0.2/32")]), "nftables": ([], [])}
+
+
+@pytest.mark.parametrize("state, rules_in, excl_in, looked, expected", [
+    # present: the chosen backend gets the rules and the exclusions, the other nothing
+    ("present", [rule("172.16.0.11/32")], [net("172.16.0.1/32")], ("tc",),
+     {"tc": ([rule("172.16.0.11/32")], [net("172.16.0.1/32")]), "nftables": ([], [])}),
+    # exclusions exist only alongside rules
+    ("present", [], [net("172.16.0.1/32")], ("tc",), {"tc": ([], []), "nftables": ([], [])}),
+    # absent, nothing listed: everything goes
+    ("absent", [], [], ("tc", "nftables"), {"tc": ([], []), "nftables": ([], [])}),
+    # absent, only exclusions listed: those go, the rules stay
+    ("absent", [], [net("172.16.0.1/32")], ("tc", "nftables"),
+     {"tc": ([rule("172.16.0.8/30")], [net("172.16.0.2/32")]), "nftables": ([], [])}),
+    # absent, some rules listed: those go, the exclusions stay while a rule is left
+    ("absent", [rule("172.16.0.8/32")], [], ("tc", "nftables"),
+     {"tc": ([rule("172.16.0.9/32"), rule("172.16.0.10/31")], [net("172.16.0.1/32"), net("172.16.0.2/32")]), "nftables": ([], [])}),
+    # absent, every rule listed: no rule left, no exclusion left
+    ("absent", [rule("172.16.0.8/30")], [], ("tc", "nftables"), {"tc": ([], []), "nftables": ([], [])}),
+    # a backend not looked at keeps what it has
+    ("absent", [], [], ("nftables",), {"tc": EXISTING["tc"], "nftables": ([], [])}),
+])
+def test_wanted_objects(state, rules_in, excl_in, looked, expected):
+    assert t.wanted_objects(state, "tc", looked, rules_in, excl_in, EXISTING) == expected
+
+
+# the tc backend: one pass filter per excluded prefix in prio 1's root table, ahead of the link (node 800)
+
+PASS_LINES = [
+    "tc filter add dev eth0 parent d5: protocol ip prio 1 handle ::1 u32 match ip dst 172.16.0.1/32 action gact pass",
+    "tc filter add dev eth0 parent d5: protocol ip prio 1 handle ::2 u32 match ip dst 198.51.100.0/24 action gact pass",
+]
+
+
+def test_plan_with_exclusions_from_the_default_qdisc():
+    plan = backend().plan(tcb.TcState(), [rule("172.16.0.11/32")], [net("172.16.0.1/32"), net("198.51.100.0/24")])
+    lines = [s.line for s in plan.steps]
+    # the passes go in before the link: no moment where an excluded reply is rewritten
+    assert lines[:5] == [
+        "tc qdisc add dev eth0 root handle d5: htb default d5d5",
+        "tc filter add dev eth0 parent d5: protocol ip prio 1 handle d5: u32 divisor 256",
+    ] + PASS_LINES + ["tc filter add dev eth0 parent d5: protocol ip prio 1 u32 link d5: hashkey mask 0x000000ff at 12 match u32 0 0"]
+    assert len(lines) == 6 and " nat egress 172.16.0.11/32 " in lines[5]
+    assert plan.after[:3] == ["qdisc htb d5: root default d5d5", "filter parent d5: protocol ip prio 1 handle d5: u32 divisor 256",
+                              "filter parent d5: protocol ip prio 1 handle ::1 u32 match ip dst 172.16.0.1/32 action gact pass"]
+
+
+def passed(state, *dsts):
+    state.passes = [tcb.Pass(net(dst), 0x80000000 | (i + 1)) for i, dst in enumerate(dsts)]
+    return state
+
+
+def test_plan_with_exclusions_is_empty_when_everything_is_there_and_changes_only_passes():
+    state = passed(ours(leaf("172.16.0.11")), "172.16.0.1/32", "198.51.100.0/24")
+    assert state.exclusions == [net("172.16.0.1/32"), net("198.51.100.0/24")]
+    assert state.exists
+    plan = backend().plan(state, [rule("172.16.0.11/32")], [net("198.51.100.0/24"), net("172.16.0.1/32")])
+    assert plan.steps == [] and plan.before == plan.after
+    assert "filter parent d5: protocol ip prio 1 handle ::2 u32 match ip dst 198.51.100.0/24 action gact pass" in plan.before
+    plan = backend().plan(state, [rule("172.16.0.11/32")], [net("172.16.0.1/32"), net("203.0.113.0/24")])
+    assert [s.line for s in plan.steps] == [
+        "tc filter del dev eth0 parent d5: protocol ip prio 1 handle 800:0:2 u32",
+        "tc filter add dev eth0 parent d5: protocol ip prio 1 handle ::3 u32 match ip dst 203.0.113.0/24 action gact pass",
+    ]
+    # no exclusion wanted: the passes go, the rewrite stays
+    plan = backend().plan(state, [rule("172.16.0.11/32")])
+    assert [s.line for s in plan.steps] == ["tc filter del dev eth0 parent d5: protocol ip prio 1 handle 800:0:1 u32",
+                                            "tc filter del dev eth0 parent d5: protocol ip prio 1 handle 800:0:2 u32"]
+
+
+def test_pass_steps_undo_and_send_the_filters():
+    tc = backend()
+    state = passed(ours(leaf("172.16.0.11")), "172.16.0.1/32")
+    plan = tc.plan(state, [rule("172.16.0.11/32")], [net("198.51.100.0/24")])
+    for step in plan.steps:
+        step.do()
+    for step in reversed(plan.steps):
+        step.undo()
+    sent = [(m[0], m[1]["handle"]) for m in tc.ipr.sent]
+    # added with its node id alone (the kernel puts it in the prio's root table), deleted with the whole handle
+    assert sent == [(tcb.RTM_DELTFILTER, 0x80000001), (tcb.RTM_NEWTFILTER, 0x2), (tcb.RTM_DELTFILTER, 0x80000002), (tcb.RTM_NEWTFILTER, 0x1)]
+
+
+def test_plan_refuses_exclusions_on_a_foreign_qdisc():
+    state = tcb.TcState()
+    state.root_kind, state.root_handle, state.root_default = "htb", 0x10000, False
+    with pytest.raises(ValidationError, match="exclude_destinations cannot be written on eth0: .* root qdisc htb 1:, which tc_nat_filter did not create"):
+        backend("attach").plan(state, [rule("172.16.0.11/32")], [net("172.16.0.1/32")])
+    assert backend("attach").plan(state, [rule("172.16.0.11/32")]).steps
+
+
+def test_removal_takes_the_passes_along_and_undo_puts_them_back():
+    state = passed(ours(leaf("172.16.0.11")), "172.16.0.1/32")
+    tc = backend()
+    plan = tc.plan(state, [], [net("172.16.0.1/32")])
+    assert [s.line for s in plan.steps] == ["tc filter del dev eth0 parent d5: protocol ip prio 1 u32", "tc qdisc del dev eth0 root handle d5: htb"]
+    plan.steps[0].do()
+    plan.steps[0].undo()
+    # the prio comes back as it was: hash table, pass filter (node 1, ahead of the link), link, nat filter
+    assert [(m[0], m[1]["handle"]) for m in tc.ipr.sent] == [(tcb.RTM_DELTFILTER, 0), (tcb.RTM_NEWTFILTER, tcb.OWN_HTID), (tcb.RTM_NEWTFILTER, 0x1),
+                                                             (tcb.RTM_NEWTFILTER, 0), (tcb.RTM_NEWTFILTER, state.leaves[0].handle)]
+    # sharing the prio: one by one, the passes too
+    state.foreign_at_prio = [{"kind": "u32"}]
+    lines = [s.line for s in backend().plan(state, []).steps]
+    assert "tc filter del dev eth0 parent d5: protocol ip prio 1 handle 800:0:1 u32" in lines
+
+
+def test_classify_knows_the_pass_filters_from_their_bytes():
+    tc = backend()
+    state = tcb.TcState()
+
+    def entry(msg, handle):
+        decoded = tcb.decode_message(tcb.encode(msg, tcb.RTM_NEWTFILTER, 0))
+        decoded["handle"] = handle
+        decoded["u32"]["hash"] = handle & 0xFFFFF000  # as the kernel dumps a node
+        return decoded
+
+    assert tc._classify(state, entry(tcb.pass_message(2, tcb.OWN_QDISC, net("198.51.100.0/24"), 2), 0x80000002))
+    assert state.passes == [tcb.Pass(net("198.51.100.0/24"), 0x80000002)] and state.exclusions == [net("198.51.100.0/24")]
+    # behind the link (node 800 and up) a pass comes too late: not the module's
+    assert not tc._classify(state, entry(tcb.pass_message(2, tcb.OWN_QDISC, net("172.16.0.1/32"), 0x801), 0x80000801))
+    # a pass in the module's hash table, or another verdict, is not the module's either
+    assert not tc._classify(state, entry(tcb.pass_message(2, tcb.OWN_QDISC, net("172.16.0.1/32"), 3), 0x0D50B003))
+    assert not tc._classify(state, entry(tcb.pass_message(2, tcb.OWN_QDISC, net("172.16.0.1/32"), 3, control="drop"), 0x80000003))
+    assert len(state.passes) == 1
+
+
+# the nftables backend: a set per family, tested in the rewrite rule (ip daddr != @exclude4 ...)
+
+def test_render_table_with_exclusions():
+    text = nftb.render_table("eth0", [rule("172.16.0.8/29"), rule("2001:db8::/64", nat_to="2001:db8::1")],
+                             [net("172.16.0.1/32"), net("198.51.100.0/24"), net("fd00:5::3/128")])
+    assert "\tset exclude4 {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t\telements = { 172.16.0.1,\n\t\t\t198.51.100.0/24 }\n\t}" in text
+    assert "\tset exclude6 {\n\t\ttype ipv6_addr\n\t\tflags interval\n\t\telements = { fd00:5::3 }\n\t}" in text
+    assert "ip daddr != @exclude4 ip saddr set ip saddr . meta l4proto . th sport map @snat4" in text
+    assert "ip6 daddr != @exclude6 ip6 saddr set ip6 saddr . meta l4proto . th sport map @snat6" in text
+    # one family only: the other rule stays unconditional and its set absent
+    text = nftb.render_table("eth0", [rule("172.16.0.8/29")], [net("172.16.0.1/32")])
+    assert "exclude6" not in text and "\t\tip6 saddr set ip6 saddr" in text
+    lines = nftb.state_lines("eth0", [rule("172.16.0.8/29")], [net("172.16.0.1/32")])
+    assert "set netdev netops_nat_eth0 exclude4 { type ipv4_addr; flags interval; }" in lines
+    assert "element netdev netops_nat_eth0 exclude4 { 172.16.0.1 }" in lines
+    assert "rule netdev netops_nat_eth0 egress ip daddr != @exclude4 ip saddr set ip saddr . meta l4proto . th sport map @snat4" in lines
+
+
+def test_render_table_without_exclusions_is_what_earlier_versions_wrote():
+    """No exclusion: no set, no condition; tables written before the option read back unchanged."""
+    text = nftb.render_table("eth0", [rule("172.16.0.8/29")], [])
+    assert text == nftb.render_table("eth0", [rule("172.16.0.8/29")])
+    assert "exclude" not in text and "daddr" not in text
+
+
+def _excluding_rule(handle, fam, name, excl):
+    rule_obj = _mangle_rule(handle, fam, name)
+    rule_obj["rule"]["expr"].insert(0, {"match": {"op": "!=", "left": {"payload": {"protocol": fam, "field": "daddr"}}, "right": "@%s" % excl}})
+    return rule_obj
+
+
+# what `nft -j list table` (nftables 1.0.6) printed for a table with exclude_destinations (IPv4 only)
+LISTED_EXCL = {"nftables": LISTED["nftables"][:2] + [
+    {"set": {"family": "netdev", "name": "exclude4", "table": "netops_nat_eth0", "type": "ipv4_addr", "handle": 8, "flags": ["interval"],
+             "elem": ["172.16.0.1", {"prefix": {"addr": "198.51.100.0", "len": 24}}, {"range": ["203.0.113.1", "203.0.113.2"]}]}},
+] + LISTED["nftables"][2:5] + [_excluding_rule(4, "ip", "snat4", "exclude4"), _mangle_rule(5, "ip6", "snat6")]}
+
+
+def test_read_back_a_table_with_exclusions():
+    nft = read_listed(LISTED_EXCL)
+    state = nft.read()
+    assert state.exists and state.ours and state.intact, state.problems
+    assert state.exclusions == [net("172.16.0.1/32"), net("198.51.100.0/24"), net("203.0.113.1/32"), net("203.0.113.2/32")]
+    assert nft.plan(state, state.rules, state.exclusions).steps == []
+    assert len(nft.plan(state, state.rules, state.exclusions[:1]).steps) == 1
+    assert len(nft.plan(state, state.rules).steps) == 1  # exclusions dropped: the table is rewritten without them
+    # the table as earlier versions wrote it (no set) is intact with no exclusion
+    assert read_listed(LISTED).read().exclusions == []
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda objs: objs.__setitem__(-2, _mangle_rule(4, "ip", "snat4")), "chain rules differ from the module's"),  # the condition is gone
+    (lambda objs: objs.pop(2), "chain rules differ from the module's"),  # the set is gone, the rule still tests it
+    (lambda objs: objs[2]["set"].__setitem__("type", "ipv6_addr"), "set exclude4 has another type"),
+    (lambda objs: objs[-2]["rule"]["expr"][0]["match"].__setitem__("op", "=="), "chain rules differ from the module's"),
+])
+def test_exclusion_drift_is_seen(change, problem):
+    listed = json.loads(json.dumps(LISTED_EXCL))
+    change(listed["nftables"])
+    state = read_listed(listed).read()
+    assert state.ours and not state.intact and problem in state.problems, state.problems

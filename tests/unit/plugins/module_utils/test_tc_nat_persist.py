@@ -125,3 +125,27 @@ def test_lines_for_the_diff(files):
     assert "file %s" % files.restore["nftables"] in lines
     assert "link %s -> %s" % (files.link, files.unit) in lines
     assert "    ExecStart=nft -f %s" % files.restore["nftables"] in lines
+
+
+def test_the_tc_batch_restores_the_exclusions_ahead_of_the_link():
+    lines = tcb.boot_batch("eth0", [rule("172.16.0.11/32")], [ipaddress.ip_network("172.16.0.1/32"), ipaddress.ip_network("198.51.100.0/24")])
+    assert lines[:5] == [
+        "qdisc add dev eth0 root handle d5: htb default d5d5",
+        "filter add dev eth0 parent d5: protocol ip prio 1 handle d5: u32 divisor 256",
+        "filter add dev eth0 parent d5: protocol ip prio 1 handle ::1 u32 match ip dst 172.16.0.1/32 action gact pass",
+        "filter add dev eth0 parent d5: protocol ip prio 1 handle ::2 u32 match ip dst 198.51.100.0/24 action gact pass",
+        "filter add dev eth0 parent d5: protocol ip prio 1 u32 link d5: hashkey mask 0x000000ff at 12 match u32 0 0",
+    ]
+    assert tcb.boot_batch("eth0", [rule("172.16.0.11/32")], []) == tcb.boot_batch("eth0", [rule("172.16.0.11/32")])
+
+
+def test_boot_files_hold_the_exclusions(files):
+    excl = [ipaddress.ip_network("172.16.0.1/32")]
+    wanted = files.wanted({"tc": [rule("172.16.0.11/32")], "nftables": [rule("172.16.0.12/32")]}, True, {"tc": excl, "nftables": excl})
+    assert "handle ::1 u32 match ip dst 172.16.0.1/32 action gact pass\n" in wanted[files.restore["tc"]]
+    assert wanted[files.restore["nftables"]].endswith(nftb.replace_script("eth0", [rule("172.16.0.12/32")], excl))
+    assert "ip daddr != @exclude4" in wanted[files.restore["nftables"]]
+    # only the exclusions change: only the restore file is rewritten
+    t.apply_steps(p.plan(files.read(), wanted, files.unit_dir))
+    fewer = files.wanted({"tc": [rule("172.16.0.11/32")], "nftables": [rule("172.16.0.12/32")]}, True, {"tc": excl, "nftables": []})
+    assert [s.line for s in p.plan(files.read(), fewer, files.unit_dir)] == ["write %s" % files.restore["nftables"]]
