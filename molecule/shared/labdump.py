@@ -30,8 +30,10 @@ echo '## nft ruleset'; nft -s list ruleset | sed -E '/127\.0\.0\.11/s/[0-9]{4,5}
 echo '## sysctl'
 sysctl net.ipv4.ip_forward net.ipv4.udp_early_demux net.ipv4.conf.all.forwarding
 for f in /proc/sys/net/ipv4/conf/*/rp_filter; do echo "$f $(cat $f)"; done
+echo '## health checker'; systemctl is-active netops-healthcheck.service 2>&1 || true
 echo '## files'
 find /etc/nginx /etc/systemd/system /etc/sysctl.d /etc/ansible/facts.d /etc/nftables.d /etc/netops* \
+     /usr/local/lib/netops* /var/lib/netops* \
      -xdev \( -type f -o -type l \) 2>/dev/null | sort | while read -r f; do
   if [ -L "$f" ]; then echo "$f -> $(readlink "$f")"; else sha256sum "$f"; fi
 done

@@ -172,6 +172,10 @@ BAD_INPUTS = [
      "only the default route matches that address"),
     ("unknown-method", "ip_transparency", {"nginx_transparent_proxy_method": "dsr_magic"},
      "nginx_transparent_proxy_method must be one of"),
+    ("udp-service-without-health-probe", "ip_transparency", _services(name="ntp", port=123),
+     "Service ntp: health_check"),
+    ("health-timeout-not-below-interval", "dsr_router_nat", _services(health_check={"interval": 1, "timeout": 1}),
+     "timeout must be below interval"),
 ]
 
 
