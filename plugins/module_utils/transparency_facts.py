@@ -13,7 +13,9 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import errno
 import ipaddress
+import json
 import os
 import re
 
@@ -26,6 +28,7 @@ from ansible_collections.netops.ip_transparency.plugins.module_utils.tc_nat_filt
 AF_INET = 2
 CAP_NET_RAW = 13
 NGINX_ERROR_LOG = "/var/log/nginx/error.log"
+HEALTHCHECK_STATE = "/var/lib/netops-healthcheck/state.json"
 ERROR_LOG_TAIL = 65536
 TRANSPARENT_ERRORS = re.compile(r"IP_TRANSPARENT|IP_BIND_ADDRESS_NO_PORT|transparent", re.I)
 
@@ -157,6 +160,20 @@ def error_log_tail(path=NGINX_ERROR_LOG, size=ERROR_LOG_TAIL, keep=5):
     return [line for line in text.splitlines() if TRANSPARENT_ERRORS.search(line)][-keep:]
 
 
+def healthcheck_state(path=HEALTHCHECK_STATE):
+    """The active health checker's state file: {"present": False} when there is none (no checker on this host),
+    else {"present": True, "state": {...}} or {"present": True, "error": "..."} when it cannot be read."""
+    try:
+        with open(path) as handle:
+            return {"present": True, "path": path, "state": json.load(handle)}
+    except (IOError, OSError) as exc:
+        if getattr(exc, "errno", None) == errno.ENOENT:
+            return {"present": False, "path": path}
+        return {"present": True, "path": path, "error": "cannot read %s: %s" % (path, exc)}
+    except ValueError as exc:
+        return {"present": True, "path": path, "error": "%s is not JSON: %s" % (path, exc)}
+
+
 def gather(ipr, run_command, tables=("main",), destinations=(), nginx=False):
     """The whole snapshot. ``run_command(argv) -> (rc, out, err)`` runs read-only commands (nft, nginx -T)."""
     addrs = addresses(ipr)
@@ -181,4 +198,5 @@ def gather(ipr, run_command, tables=("main",), destinations=(), nginx=False):
         rc, out, err = run_command(["nginx", "-T"])
         facts["nginx"] = {"rc": rc, "config": out, "test": (err or "").strip().splitlines()[-3:],
                           "processes": nginx_processes(), "error_log": error_log_tail()}
+        facts["health"] = healthcheck_state()
     return facts

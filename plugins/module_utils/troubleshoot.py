@@ -388,6 +388,45 @@ def check_ping(results, host, pings, what):
 # --- per host -------------------------------------------------------------------------------------
 
 
+def check_health(results, host, facts):
+    """The active health checker's view: every upstream marked down is a finding with its evidence, a service
+    failing open (all its upstreams dead) is an error, and so is a checker whose includes nginx uses but whose
+    state cannot be read."""
+    health = facts.get("health") or {}
+    uses_checker = "/netops-transparent-proxy/upstreams/" in ((facts.get("nginx") or {}).get("config") or "")
+    if health.get("error") or (uses_checker and not health.get("present")):
+        results.add(host, "health_checker", "error", "nginx takes its upstreams from the health checker, whose state cannot be read",
+                    [health.get("error") or "%s does not exist" % health.get("path")],
+                    "Look at `systemctl status netops-healthcheck` and `journalctl -u netops-healthcheck` on %s." % host)
+        return
+    if not health.get("present"):
+        return
+    state = health.get("state") or {}
+    down = 0
+    for name, service in sorted((state.get("services") or {}).items()):
+        for key, upstream in sorted((service.get("upstreams") or {}).items()):
+            if upstream.get("state") != "down":
+                continue
+            down += 1
+            results.add(host, "upstream_down", "warning", "service %s: upstream %s is marked down by the health checker" % (name, key),
+                        ["down since %s: %s" % (upstream.get("since"), upstream.get("reason") or upstream.get("last_error")),
+                         "last probe error: %s" % (upstream.get("last_error") or "none"),
+                         "consecutive good/failed probes: %s/%s" % (upstream.get("ok"), upstream.get("fail"))],
+                        "Check the service on %s (it gets no traffic until it answers the probe again)." % upstream.get("address", key))
+        if service.get("fail_open"):
+            results.add(host, "upstream_fail_open", "error",
+                        "service %s: every upstream fails its health check; the checker fails open and nginx sends to all of them" % name,
+                        ["failing open since %s" % service.get("fail_open_since")],
+                        "Bring at least one upstream of %s back (journalctl -u netops-healthcheck names the errors)." % name)
+    if state.get("last_reload_error"):
+        results.add(host, "health_reload", "warning", "the health checker's last nginx reload failed",
+                    [state["last_reload_error"], "at %s" % state.get("last_reload_error_time")],
+                    "Run `nginx -t` on %s; the checker retries at the next change." % host)
+    if not down:
+        results.ok(host, "health_checker", "every upstream of %d services passes its health check"
+                   % len(state.get("services") or {}))
+
+
 def diagnose_proxy(results, host, config, facts, pings):
     method = config["method"]
     public_if = _holder(facts, config["public_address"]) if any(a["address"] == config["public_address"] for a in facts.get("addresses", [])) else None
@@ -404,6 +443,7 @@ def diagnose_proxy(results, host, config, facts, pings):
         results.add(host, "upstream_networks", "error", "upstreams not on a network directly connected to the proxy: %s" % ", ".join(unconnected),
                     ["addresses: %s" % ", ".join(addresses)], "The upstreams must sit on a private network of the proxy (they route via it).")
     check_nginx(results, host, config, facts)
+    check_health(results, host, facts)
     if method == "ip_transparency":
         check_policy_routing(results, host, config, facts)
     forwarding_needed = method == "dsr_router_nat" or config.get("upstream_egress")

@@ -41,7 +41,7 @@ options:
     elements: str
     default: []
   nginx:
-    description: Also read nginx's configuration, its processes' privileges and its error log.
+    description: Also read nginx's configuration, its processes' privileges, its error log and the active health checker's state.
     type: bool
     default: false
 requirements:
@@ -89,6 +89,12 @@ transparency_facts:
       type: dict
     nginx:
       description: With O(nginx) - rc and output of C(nginx -T), processes (role, uid, net_raw), error log lines.
+      type: dict
+    health:
+      description:
+        - With O(nginx) - the active health checker's state file (C(/var/lib/netops-healthcheck/state.json)) -
+          C(present) false when the host runs no checker, else C(state) (per service, per upstream - C(state) up or
+          down, C(since), C(last_error), C(fail_open)...) or C(error) when it cannot be read.
       type: dict
   sample: {"sysctl": {"ip_forward": "1", "rp_filter": {"eth1": {"configured": "strict", "effective": "strict"}}}}
 """

@@ -211,3 +211,41 @@ def test_trace_names_the_host_where_the_reply_disappeared():
     result = ts.trace(config(), [probe()], lost)[0]
     assert result["culprit"] == "upstream2" and "never arrived at proxy" in result["verdict"]
     assert "LOST" in ts.report(config(), [], [result])
+
+
+def health_state(**states):
+    """A health checker state file with the given upstream -> state of service dns_udp."""
+    ups = dict(("%s:53" % a, {"address": a, "port": 53, "state": states.get(a, "up"), "since": "2026-12-03T20:00:00Z",
+                              "reason": "timeout after 0.5s" if states.get(a) == "down" else "", "last_error": "timeout",
+                              "ok": 0, "fail": 2}) for a in UPSTREAMS)
+    return {"present": True, "path": "/var/lib/netops-healthcheck/state.json",
+            "state": {"services": {"dns_udp": {"fail_open": all(u["state"] == "down" for u in ups.values()), "upstreams": ups}},
+                      "last_reload_error": ""}}
+
+
+def test_an_upstream_marked_down_by_the_health_checker_is_a_finding_with_its_evidence():
+    facts = lab()
+    facts["proxy"]["facts"]["health"] = health_state(**{UPSTREAMS[1]: "down"})
+    findings = ts.diagnose(config(), facts)
+    down = [f for f in findings if f["check"] == "upstream_down"]
+    assert [(f["host"], f["severity"]) for f in down] == [("proxy", "warning")]
+    assert "172.16.0.12:53 is marked down" in down[0]["problem"] and "timeout after 0.5s" in down[0]["evidence"][0]
+    assert ("proxy", "upstream_fail_open") not in problems(findings)
+
+
+def test_every_upstream_down_is_named_as_failing_open():
+    facts = lab()
+    facts["proxy"]["facts"]["health"] = health_state(**dict((u, "down") for u in UPSTREAMS))
+    assert ("proxy", "upstream_fail_open") in problems(ts.diagnose(config(), facts))
+
+
+def test_a_healthy_checker_is_a_passed_check_and_an_unreadable_one_an_error():
+    facts = lab()
+    facts["proxy"]["facts"]["health"] = health_state()
+    findings = ts.diagnose(config(), facts)
+    assert ("proxy", "health_checker", "ok") in [(f["host"], f["check"], f["severity"]) for f in findings]
+    facts["proxy"]["facts"]["health"] = {"present": True, "path": "/x", "error": "cannot read /x: Permission denied"}
+    assert ("proxy", "health_checker") in problems(ts.diagnose(config(), facts))
+    facts["proxy"]["facts"]["health"] = {"present": False, "path": "/x"}
+    facts["proxy"]["facts"]["nginx"]["config"] += "\n    include /etc/nginx/netops-transparent-proxy/upstreams/dns_udp.conf;\n"
+    assert ("proxy", "health_checker") in problems(ts.diagnose(config(), facts))
