@@ -87,7 +87,7 @@ collection: venv ## build the collection and install the tarball; ansible-doc re
 	rm -rf $(BUILD)/dist $(BUILD)/install
 	ansible-galaxy collection build --force --output-path $(BUILD)/dist .
 	ansible-galaxy collection install --force -p $(BUILD)/install $(BUILD)/dist/netops-ip_transparency-*.tar.gz
-	for m in ip_rule policy_route rp_filter tc_nat_filter transparency_facts; do \
+	for m in ip_rule policy_route rp_filter tc_nat_filter transparency_info; do \
 	  ANSIBLE_COLLECTIONS_PATH=$(BUILD)/install ansible-doc -t module netops.ip_transparency.$$m >/dev/null; done
 	@echo "collection: built, installed, ansible-doc reads every module"
 

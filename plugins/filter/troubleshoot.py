@@ -13,7 +13,7 @@ __metaclass__ = type
 
 DOCUMENTATION = r"""
 name: troubleshoot
-short_description: Diagnose a transparent proxy deployment from transparency_facts snapshots
+short_description: Diagnose a transparent proxy deployment from transparency_info snapshots
 description:
   - C(troubleshoot_diagnose(config, hosts)) - every check over every proxy and upstream host, as a list of
     C({host, check, severity, problem, evidence, fix}) (severity ok, warning or error).
@@ -28,7 +28,7 @@ description:
 author: netops maintainers
 """
 
-from ansible_collections.netops.ip_transparency.plugins.module_utils import troubleshoot
+from ansible_collections.netops.ip_transparency.plugins.plugin_utils import _troubleshoot as troubleshoot
 
 
 def troubleshoot_diagnose(config, hosts, pings=()):

@@ -151,13 +151,13 @@ removed:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.netops.ip_transparency.plugins.module_utils.common import (
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import (
     HAS_PYROUTE2,
     PYROUTE2_IMPORT_ERROR,
     IPRoute,
     outcome,
 )
-from ansible_collections.netops.ip_transparency.plugins.module_utils.ip_rule import ensure
+from ansible_collections.netops.ip_transparency.plugins.module_utils._ip_rule import ensure
 
 
 def main():

@@ -117,8 +117,8 @@ sysctl_file:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netops.ip_transparency.plugins.module_utils.common import outcome
-from ansible_collections.netops.ip_transparency.plugins.module_utils.rp_filter import DEFAULT_SYSCTL_FILE, ensure
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import outcome
+from ansible_collections.netops.ip_transparency.plugins.module_utils._rp_filter import DEFAULT_SYSCTL_FILE, ensure
 
 
 def main():

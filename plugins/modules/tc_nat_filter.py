@@ -315,12 +315,12 @@ rolled_back:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.netops.ip_transparency.plugins.module_utils.common import (
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import (
     HAS_PYROUTE2,
     PYROUTE2_IMPORT_ERROR,
     outcome,
 )
-from ansible_collections.netops.ip_transparency.plugins.module_utils.tc_nat_filter import run
+from ansible_collections.netops.ip_transparency.plugins.module_utils._nat.run import run
 
 
 def main():

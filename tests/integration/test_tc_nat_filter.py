@@ -19,7 +19,7 @@ import textwrap
 
 import pytest
 
-from ansible_collections.netops.ip_transparency.plugins.module_utils.tc_nat_filter import act_nat_support
+from ansible_collections.netops.ip_transparency.plugins.module_utils._nat.run import act_nat_support
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COLLECTIONS = os.path.join(ROOT, ".collections")
@@ -281,8 +281,8 @@ def test_tc_without_act_nat_fails_before_any_change(pair, run_module, sh):
 
 ROLLBACK = textwrap.dedent("""
     import json
-    from ansible_collections.netops.ip_transparency.plugins.module_utils import tc_nat_filter
-    from ansible_collections.netops.ip_transparency.plugins.module_utils.common import ApplyError
+    from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import run as tc_nat_filter
+    from ansible_collections.netops.ip_transparency.plugins.module_utils._common import ApplyError
     params = {"device": "up0", "backend": "tc", "state": "present",
               "rules": [{"src": "172.16.0.11", "sport": 53, "nat_to": "192.168.99.10"}]}
     try:
@@ -307,8 +307,8 @@ def test_tc_half_applied_change_is_rolled_back(pair, run_module, sh):
 
 FOREIGN = textwrap.dedent("""
     import json, sys
-    from ansible_collections.netops.ip_transparency.plugins.module_utils import tc_nat_filter
-    from ansible_collections.netops.ip_transparency.plugins.module_utils.common import NetopsError
+    from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import run as tc_nat_filter
+    from ansible_collections.netops.ip_transparency.plugins.module_utils._common import NetopsError
     params = {"device": "up0", "backend": "tc", "state": sys.argv[1], "foreign_qdisc": sys.argv[2],
               "rules": [{"src": "172.16.0.11", "sport": 53, "nat_to": "192.168.99.10"}]}
     try:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ansible_collections.netops.ip_transparency.plugins.module_utils import common
+from ansible_collections.netops.ip_transparency.plugins.module_utils import _common as common
 
 
 def test_parse_prefix_refuses_host_bits_and_names_both_readings():

@@ -5,8 +5,8 @@ import socket
 
 import pytest
 
-from ansible_collections.netops.ip_transparency.plugins.module_utils import ip_rule
-from ansible_collections.netops.ip_transparency.plugins.module_utils.common import ApplyError, ValidationError
+from ansible_collections.netops.ip_transparency.plugins.module_utils import _ip_rule as ip_rule
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import ApplyError, ValidationError
 
 from .netlink_fakes import FakeIPRoute, rule_msg
 
@@ -62,13 +62,13 @@ def test_validation_errors(params, message):
 
 
 def test_rt_tables_names(monkeypatch):
-    from ansible_collections.netops.ip_transparency.plugins.module_utils import netlink
+    from ansible_collections.netops.ip_transparency.plugins.module_utils import _netlink as netlink
     monkeypatch.setattr(netlink, "read_rt_tables", lambda: {"tproxy": 100})
     assert want(table="tproxy").table == 100
 
 
 def test_rt_tables_file_parsing(tmp_path):
-    from ansible_collections.netops.ip_transparency.plugins.module_utils import netlink
+    from ansible_collections.netops.ip_transparency.plugins.module_utils import _netlink as netlink
     path = tmp_path / "rt_tables"
     path.write_text("# comment\n255\tlocal\n100 tproxy # the proxy's table\nbroken\n0x10 hexa\n")
     names = netlink.read_rt_tables(files=[str(path)], dirs=[])

@@ -5,8 +5,8 @@ import socket
 
 import pytest
 
-from ansible_collections.netops.ip_transparency.plugins.module_utils import policy_route as pr
-from ansible_collections.netops.ip_transparency.plugins.module_utils.common import ApplyError, ValidationError
+from ansible_collections.netops.ip_transparency.plugins.module_utils import _policy_route as pr
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import ApplyError, ValidationError
 
 from .netlink_fakes import FakeIPRoute, Msg, route_msg
 

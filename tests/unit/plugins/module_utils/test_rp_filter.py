@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from ansible_collections.netops.ip_transparency.plugins.module_utils import rp_filter as rp
-from ansible_collections.netops.ip_transparency.plugins.module_utils.common import ApplyError, ValidationError
+from ansible_collections.netops.ip_transparency.plugins.module_utils import _rp_filter as rp
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import ApplyError, ValidationError
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ import struct
 
 import pytest
 
-from ansible_collections.netops.ip_transparency.plugins.module_utils import tc_nat_action
-from ansible_collections.netops.ip_transparency.plugins.module_utils import tc_nat_backend_tc as tcb
+from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import act_nat_codec as tc_nat_action
+from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import tc_backend as tcb
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "tc_nat", "tc_requests.json")
 

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from ansible_collections.netops.ip_transparency.plugins.module_utils import tc_nat_backend_nft as nftb
-from ansible_collections.netops.ip_transparency.plugins.module_utils import tc_nat_backend_tc as tcb
-from ansible_collections.netops.ip_transparency.plugins.module_utils import tc_nat_filter as t
-from ansible_collections.netops.ip_transparency.plugins.module_utils.common import ApplyError, KernelFeatureError, ValidationError
+from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import nft_backend as nftb
+from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import tc_backend as tcb
+from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import run as t
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import ApplyError, KernelFeatureError, ValidationError
 
 VIP = "192.168.99.10"
 

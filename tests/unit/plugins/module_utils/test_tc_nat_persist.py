@@ -6,11 +6,11 @@ import os
 
 import pytest
 
-from ansible_collections.netops.ip_transparency.plugins.module_utils import tc_nat_backend_nft as nftb
-from ansible_collections.netops.ip_transparency.plugins.module_utils import tc_nat_backend_tc as tcb
-from ansible_collections.netops.ip_transparency.plugins.module_utils import tc_nat_filter as t
-from ansible_collections.netops.ip_transparency.plugins.module_utils import tc_nat_persist as p
-from ansible_collections.netops.ip_transparency.plugins.module_utils.common import ApplyError, ValidationError
+from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import nft_backend as nftb
+from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import tc_backend as tcb
+from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import run as t
+from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import persist as p
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import ApplyError, ValidationError
 
 VIP = "192.168.99.10"
 FIXTURE = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "tc_nat", "tc_requests.json")

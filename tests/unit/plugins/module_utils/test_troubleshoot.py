@@ -1,11 +1,11 @@
 """Unit tests of the troubleshooter's diagnosis and packet trace (plugins/module_utils/troubleshoot.py), on
-snapshots shaped like transparency_facts' answers in the lab and tcpdump lines as tcpdump 4.99 prints them."""
+snapshots shaped like transparency_info' answers in the lab and tcpdump lines as tcpdump 4.99 prints them."""
 
 import copy
 
 import pytest
 
-from ansible_collections.netops.ip_transparency.plugins.module_utils import troubleshoot as ts
+from ansible_collections.netops.ip_transparency.plugins.plugin_utils import _troubleshoot as ts
 
 VIP, CLIENT = "192.168.99.10", "192.168.99.1"
 UPSTREAMS = ["172.16.0.11", "172.16.0.12"]

@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: netops maintainers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Private to this collection: not a public API; names and signatures may change in any release.
 """Read-only snapshot of the kernel and nginx state the transparent proxy methods depend on.
 
 Everything is read through the collection's own readers (ip_rule, policy_route, rp_filter,
@@ -19,11 +20,11 @@ import json
 import os
 import re
 
-from ansible_collections.netops.ip_transparency.plugins.module_utils import ip_rule, policy_route
-from ansible_collections.netops.ip_transparency.plugins.module_utils import rp_filter as rpf
-from ansible_collections.netops.ip_transparency.plugins.module_utils.common import NetlinkError, interface_names
-from ansible_collections.netops.ip_transparency.plugins.module_utils.netlink import attr, parse_table
-from ansible_collections.netops.ip_transparency.plugins.module_utils.tc_nat_filter import act_nat_support
+from ansible_collections.netops.ip_transparency.plugins.module_utils import _ip_rule as ip_rule, _policy_route as policy_route
+from ansible_collections.netops.ip_transparency.plugins.module_utils import _rp_filter as rpf
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import NetlinkError, interface_names
+from ansible_collections.netops.ip_transparency.plugins.module_utils._netlink import attr, parse_table
+from ansible_collections.netops.ip_transparency.plugins.module_utils._nat.run import act_nat_support
 
 AF_INET = 2
 CAP_NET_RAW = 13
@@ -109,8 +110,8 @@ def sysctls(root="/proc/sys/net/ipv4"):
 
 def nat_rules(ipr, devices):
     """device -> the stateless NAT rules on it, per backend, as tc_nat_filter reads them."""
-    from ansible_collections.netops.ip_transparency.plugins.module_utils.tc_nat_backend_nft import NftBackend
-    from ansible_collections.netops.ip_transparency.plugins.module_utils.tc_nat_backend_tc import TcBackend
+    from ansible_collections.netops.ip_transparency.plugins.module_utils._nat.nft_backend import NftBackend
+    from ansible_collections.netops.ip_transparency.plugins.module_utils._nat.tc_backend import TcBackend
 
     result = {}
     for device in devices:

@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: netops maintainers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Private to this collection: not a public API; names and signatures may change in any release.
 """Shared pieces of the collection's modules: domain errors, the pyroute2 import guard,
 address normalisation and the plan (before/after/diff) every state module reports.
 

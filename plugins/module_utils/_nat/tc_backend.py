@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: netops maintainers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Private to this collection: not a public API; names and signatures may change in any release.
 """tc backend of tc_nat_filter: a root htb qdisc and u32 filters with the ``nat`` action, over netlink.
 
 Layout on the device (``tc`` words; d5 as in DSR)::
@@ -51,9 +52,9 @@ import socket
 import struct
 import time
 
-from ansible_collections.netops.ip_transparency.plugins.module_utils import tc_nat_action
-from ansible_collections.netops.ip_transparency.plugins.module_utils.common import NetlinkError, ValidationError
-from ansible_collections.netops.ip_transparency.plugins.module_utils.tc_nat_filter import IPPROTO, Rule, Step, collapse, collapse_networks
+from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import act_nat_codec as tc_nat_action
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import NetlinkError, ValidationError
+from ansible_collections.netops.ip_transparency.plugins.module_utils._nat.run import IPPROTO, Rule, Step, collapse, collapse_networks
 
 try:
     from pyroute2.netlink import NLA_F_NESTED, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, nla, nlmsg

@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: netops maintainers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Private to this collection: not a public API; names and signatures may change in any release.
 """The tc ``nat`` action (the kernel's act_nat): encoder, decoder and pyroute2 registration.
 
 pyroute2 knows gact, mirred, police, bpf, connmark, skbedit and vlan, not ``nat``. This module

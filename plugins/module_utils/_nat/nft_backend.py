@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: netops maintainers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Private to this collection: not a public API; names and signatures may change in any release.
 """nftables backend of tc_nat_filter: one ``netdev`` table per device, on the ``egress`` hook.
 
 The table (``netops_nat_<device>``, the device name mangled to nft's identifier rules)::
@@ -55,8 +56,8 @@ import shutil
 import socket
 import subprocess
 
-from ansible_collections.netops.ip_transparency.plugins.module_utils.common import KernelFeatureError, ValidationError
-from ansible_collections.netops.ip_transparency.plugins.module_utils.tc_nat_filter import (
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import KernelFeatureError, ValidationError
+from ansible_collections.netops.ip_transparency.plugins.module_utils._nat.run import (
     IPPROTO,
     Rule,
     Step,

@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: netops maintainers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Private to this collection: not a public API; names and signatures may change in any release.
 """Routes in any table (``ip route ... table N``) over netlink: read, normalise, diff, apply.
 
 A route's identity is what the kernel keys it by: (family, table, destination prefix, metric),
@@ -13,7 +14,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.netops.ip_transparency.plugins.module_utils.common import (
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import (
     ValidationError,
     Plan,
     check_range,
@@ -23,7 +24,7 @@ from ansible_collections.netops.ip_transparency.plugins.module_utils.common impo
     parse_prefix,
     same_family,
 )
-from ansible_collections.netops.ip_transparency.plugins.module_utils.netlink import (
+from ansible_collections.netops.ip_transparency.plugins.module_utils._netlink import (
     AF_BY_VERSION,
     NAME_BY_VERSION,
     U32_MAX,

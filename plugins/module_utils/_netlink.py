@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: netops maintainers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Private to this collection: not a public API; names and signatures may change in any release.
 """Netlink helpers shared by the rule and route module_utils.
 
 Routing table names (``main`` == 254, names from ``/etc/iproute2/rt_tables``), address families,
@@ -18,7 +19,7 @@ import glob
 import os
 import socket
 
-from ansible_collections.netops.ip_transparency.plugins.module_utils.common import (
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import (
     ApplyError,
     ValidationError,
     check_range,

@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: netops maintainers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Diagnosis of a transparent proxy deployment from read-only snapshots (transparency_facts).
+# Private to this collection: not a public API; names and signatures may change in any release.
+"""Diagnosis of a transparent proxy deployment from read-only snapshots (transparency_info).
 
 Pure functions, run on the controller by the troubleshoot role's filters:
 
@@ -22,7 +23,7 @@ __metaclass__ = type
 
 import re
 
-from ansible_collections.netops.ip_transparency.plugins.module_utils.common import ValidationError, parse_address, parse_prefix
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import ValidationError, parse_address, parse_prefix
 
 STRICT, LOOSE, OFF = "strict", "loose", "off"
 MAIN_RULE_PRIORITY = 32766

@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: netops maintainers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Private to this collection: not a public API; names and signatures may change in any release.
 """Stateless source-rewrite rules on one device: normalisation, backend choice, plan and apply.
 
 The rules are what methods 2a/2b of the DSR article install with
@@ -26,7 +27,7 @@ import ipaddress
 import os
 import re
 
-from ansible_collections.netops.ip_transparency.plugins.module_utils.common import (
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import (
     ApplyError,
     IPRoute,
     KernelFeatureError,
@@ -420,9 +421,9 @@ def run(params, check_mode=False, detect=act_nat_support, ipr_factory=None):
     ``params``: device, backend, rules, exclude_destinations, state, foreign_qdisc, persist, persist_dir, unit_dir
     (as the module's argument_spec).
     """
-    from ansible_collections.netops.ip_transparency.plugins.module_utils import tc_nat_backend_nft as nft_backend
-    from ansible_collections.netops.ip_transparency.plugins.module_utils import tc_nat_backend_tc as tc_backend
-    from ansible_collections.netops.ip_transparency.plugins.module_utils import tc_nat_persist as persist
+    from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import nft_backend as nft_backend
+    from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import tc_backend as tc_backend
+    from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import persist as persist
 
     device = params["device"]
     state = params.get("state") or "present"

@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: netops maintainers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Private to this collection: not a public API; names and signatures may change in any release.
 """Boot persistence of tc_nat_filter's rules: a restore file per backend and a systemd unit per device.
 
 The kernel forgets qdiscs, filters and nftables tables at reboot. With ``persist`` the module keeps,
@@ -27,10 +28,10 @@ import os
 import subprocess
 import tempfile
 
-from ansible_collections.netops.ip_transparency.plugins.module_utils import tc_nat_backend_nft as nft_backend
-from ansible_collections.netops.ip_transparency.plugins.module_utils import tc_nat_backend_tc as tc_backend
-from ansible_collections.netops.ip_transparency.plugins.module_utils.common import ValidationError
-from ansible_collections.netops.ip_transparency.plugins.module_utils.tc_nat_filter import Step, device_id
+from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import nft_backend as nft_backend
+from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import tc_backend as tc_backend
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import ValidationError
+from ansible_collections.netops.ip_transparency.plugins.module_utils._nat.run import Step, device_id
 
 DEFAULT_PERSIST_DIR = "/etc/netops-ip-transparency"
 DEFAULT_UNIT_DIR = "/etc/systemd/system"

@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: netops maintainers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Private to this collection: not a public API; names and signatures may change in any release.
 """IPv4 reverse-path filtering (``net.ipv4.conf.<if>.rp_filter``): read, plan, apply, persist.
 
 The kernel filters with ``max(conf.all.rp_filter, conf.<if>.rp_filter)``. With ``effective``
@@ -24,7 +25,7 @@ __metaclass__ = type
 import os
 import tempfile
 
-from ansible_collections.netops.ip_transparency.plugins.module_utils.common import (
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import (
     ApplyError,
     Plan,
     ValidationError,

@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: netops maintainers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Private to this collection: not a public API; names and signatures may change in any release.
 """Policy routing rules (``ip rule``) over netlink: read, normalise, diff, apply.
 
 A rule's identity is every selector the user gave (from, to, fwmark/fwmask, iif, oif), its
@@ -14,7 +15,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.netops.ip_transparency.plugins.module_utils.common import (
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import (
     ValidationError,
     Plan,
     check_range,
@@ -22,7 +23,7 @@ from ansible_collections.netops.ip_transparency.plugins.module_utils.common impo
     parse_prefix,
     same_family,
 )
-from ansible_collections.netops.ip_transparency.plugins.module_utils.netlink import (
+from ansible_collections.netops.ip_transparency.plugins.module_utils._netlink import (
     AF_BY_VERSION,
     NAME_BY_VERSION,
     U32_MAX,

@@ -9,7 +9,7 @@ __metaclass__ = type
 
 DOCUMENTATION = r"""
 ---
-module: transparency_facts
+module: transparency_info
 short_description: Read the kernel and nginx state transparent proxying and DSR depend on (read-only)
 version_added: "0.1.0"
 description:
@@ -51,7 +51,7 @@ requirements:
 
 EXAMPLES = r"""
 - name: Snapshot of the proxy's state
-  netops.ip_transparency.transparency_facts:
+  netops.ip_transparency.transparency_info:
     tables: [main, 100]
     destinations: [172.16.0.11, 192.168.99.1]
     nginx: true
@@ -59,7 +59,7 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-transparency_facts:
+transparency:
   description: The snapshot.
   returned: always
   type: dict
@@ -101,8 +101,8 @@ transparency_facts:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.netops.ip_transparency.plugins.module_utils.common import HAS_PYROUTE2, IPRoute, PYROUTE2_IMPORT_ERROR, NetopsError
-from ansible_collections.netops.ip_transparency.plugins.module_utils.transparency_facts import gather
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import HAS_PYROUTE2, IPRoute, PYROUTE2_IMPORT_ERROR, NetopsError
+from ansible_collections.netops.ip_transparency.plugins.module_utils._transparency_info import gather
 
 
 def main():
@@ -129,7 +129,7 @@ def main():
                            nginx=module.params["nginx"])
     except NetopsError as exc:
         module.fail_json(msg=str(exc))
-    module.exit_json(changed=False, transparency_facts=facts)
+    module.exit_json(changed=False, transparency=facts)
 
 
 if __name__ == "__main__":
