@@ -3,8 +3,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Controller side of the troubleshoot role: the diagnosis, the packet trace and the report.
 
-The logic lives in plugins/module_utils/troubleshoot.py (pure functions, unit tested); these
-filters only hand the role's data to it.
+The logic lives in plugins/plugin_utils/ (_nginx_conf, _checks, _trace, _report: pure functions,
+unit tested); these filters only hand the role's data to it.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -28,39 +28,42 @@ description:
 author: netops maintainers
 """
 
-from ansible_collections.netops.ip_transparency.plugins.plugin_utils import _troubleshoot as troubleshoot
+from ansible_collections.netops.ip_transparency.plugins.plugin_utils import _checks as checks
+from ansible_collections.netops.ip_transparency.plugins.plugin_utils import _nginx_conf as nginx_conf
+from ansible_collections.netops.ip_transparency.plugins.plugin_utils import _report as report
+from ansible_collections.netops.ip_transparency.plugins.plugin_utils import _trace as trace
 
 
 def troubleshoot_diagnose(config, hosts, pings=()):
-    return troubleshoot.diagnose(config, hosts, pings)
+    return checks.diagnose(config, hosts, pings)
 
 
 def troubleshoot_ping_plan(config, hosts):
-    return troubleshoot.ping_plan(config, hosts)
+    return checks.ping_plan(config, hosts)
 
 
 def troubleshoot_method(facts):
-    return troubleshoot.detect_method(facts) or ""
+    return nginx_conf.detect_method(facts) or ""
 
 
 def troubleshoot_trace(config, probes, captures):
-    return troubleshoot.trace(config, probes, captures)
+    return trace.trace(config, probes, captures)
 
 
 def troubleshoot_report(config, findings, traces=None):
-    return troubleshoot.report(config, findings, traces)
+    return report.report(config, findings, traces)
 
 
 def troubleshoot_first_host(networks):
-    return troubleshoot.first_host(networks)
+    return checks.first_host(networks)
 
 
 def troubleshoot_upstream_address(facts, upstreams):
-    return troubleshoot.upstream_address(facts, upstreams)
+    return trace.upstream_address(facts, upstreams)
 
 
 def troubleshoot_probes(lines, host, client_address, service, kind):
-    return troubleshoot.parse_probes(lines, host, client_address, service, kind)
+    return trace.parse_probes(lines, host, client_address, service, kind)
 
 
 class FilterModule(object):

@@ -4,17 +4,14 @@
 # Private to this collection: not a public API; names and signatures may change in any release.
 """Diagnosis of a transparent proxy deployment from read-only snapshots (transparency_info).
 
-Pure functions, run on the controller by the troubleshoot role's filters:
-
-- ``diagnose(config, hosts)``: the article's troubleshooting checklist as checks over every
-  proxy and upstream host - nginx (transparent binding, proxy_responses, worker privileges),
-  the fwmark rule, local route and reply marking, forwarding, the stateless NAT rules and
-  whether the kernel can run them, the upstreams' route back to the clients, effective
-  reverse-path filtering against the real routes, overlapping networks, reachability (ping).
-  Each result is ``{host, check, severity (ok|warning|error), problem, evidence, fix}``.
-- ``trace(config, captures)``: follows each probe through the tcpdump captures of every host,
-  hop by hop, and says where the probe or its reply disappeared.
-- ``report(...)``: both as readable text.
+Pure functions, run on the controller by the troubleshoot role's filters: ``diagnose(config, hosts)``
+runs the article's troubleshooting checklist as checks over every proxy and upstream host - nginx
+(transparent binding, proxy_responses, worker privileges), the active health checker, the fwmark
+rule, local route and reply marking, forwarding, the stateless NAT rules and whether the kernel can
+run them, the upstreams' route back to the clients, effective reverse-path filtering against the
+real routes, overlapping networks, reachability (ping). Each result is
+``{host, check, severity (ok|warning|error), problem, evidence, fix}``. ``ping_plan`` and
+``first_host`` prepare the role's inputs. Imports _nginx_conf; nothing imports back.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -24,6 +21,7 @@ __metaclass__ = type
 import re
 
 from ansible_collections.netops.ip_transparency.plugins.module_utils._common import ValidationError, parse_address, parse_prefix
+from ansible_collections.netops.ip_transparency.plugins.plugin_utils._nginx_conf import dump_directive, find_servers, parse_nginx
 
 STRICT, LOOSE, OFF = "strict", "loose", "off"
 MAIN_RULE_PRIORITY = 32766
@@ -68,112 +66,6 @@ class Results(object):
         self.add(host, check, "ok", what)
 
 
-# --- nginx configuration ---------------------------------------------------------------------------
-
-TOKEN = re.compile(r"""'[^']*'|"[^"]*"|[{};]|[^\s{};]+""")
-
-
-class Block(object):
-    def __init__(self, name, args, parent=None):
-        self.name = name
-        self.args = args
-        self.parent = parent
-        self.children = []
-
-    def directives(self, name):
-        return [child for child in self.children if child.name == name]
-
-    def walk(self):
-        for child in self.children:
-            yield child
-            yield from child.walk()
-
-    def inherited(self, name):
-        """The directive ``name`` here, else in the nearest enclosing block, else in the blocks inside (locations)."""
-        node = self
-        while node is not None:
-            found = node.directives(name)
-            if found:
-                return found[-1]
-            node = node.parent
-        for child in self.walk():
-            if child.name == name:
-                return child
-        return None
-
-
-def _strip_comment(line):
-    quote = None
-    for index, char in enumerate(line):
-        if quote:
-            if char == quote:
-                quote = None
-        elif char in "'\"":
-            quote = char
-        elif char == "#":
-            return line[:index]
-    return line
-
-
-def parse_nginx(text):
-    """``nginx -T`` output -> list of (file name, root Block). Includes are not nested by nginx -T."""
-    files, name, lines = [], "(nginx -T)", []
-    for line in (text or "").splitlines():
-        match = re.match(r"^# configuration file (.+):$", line)
-        if match:
-            files.append((name, lines))
-            name, lines = match.group(1), []
-        else:
-            lines.append(_strip_comment(line))
-    files.append((name, lines))
-    result = []
-    for fname, flines in files:
-        root = Block("main", [])
-        node, words = root, []
-        for token in TOKEN.findall("\n".join(flines)):
-            if token == "{":
-                child = Block(words[0] if words else "", words[1:], node)
-                node.children.append(child)
-                node, words = child, []
-            elif token == "}":
-                node, words = (node.parent or root), []
-            elif token == ";":
-                if words:
-                    node.children.append(Block(words[0], words[1:], node))
-                words = []
-            else:
-                words.append(token.strip("'\""))
-        if root.children:
-            result.append((fname, root))
-    return result
-
-
-def _listen_port(args):
-    if not args:
-        return None
-    text = args[0]
-    port = text.rsplit(":", 1)[-1] if ":" in text else text
-    return int(port) if port.isdigit() else None
-
-
-def find_servers(parsed, service):
-    """Server blocks listening on the service's port (and udp for UDP services)."""
-    found = []
-    for fname, root in parsed:
-        for block in root.walk():
-            if block.name != "server" or not block.children:
-                continue
-            for listen in block.directives("listen"):
-                if _listen_port(listen.args) == service["port"] and (("udp" in listen.args) == (service["protocol"] == "udp")):
-                    found.append((fname, block))
-                    break
-    return found
-
-
-def _dump(directive):
-    return "%s %s;" % (directive.name, " ".join(directive.args)) if directive is not None else "(none)"
-
-
 def check_nginx(results, host, config, facts):
     nginx = facts.get("nginx") or {}
     method = config["method"]
@@ -196,17 +88,17 @@ def check_nginx(results, host, config, facts):
         fname, server = servers[0]
         bind = server.inherited("proxy_bind")
         want = "$remote_addr:$remote_port" if method != "ip_transparency" else "$remote_addr"
-        evidence = ["%s: server { listen %s; ... %s }" % (fname, " ".join(server.directives("listen")[0].args), _dump(bind))]
+        evidence = ["%s: server { listen %s; ... %s }" % (fname, " ".join(server.directives("listen")[0].args), dump_directive(bind))]
         if bind is None or "transparent" not in bind.args or not bind.args or not bind.args[0].startswith("$remote_addr"):
             results.add(host, "nginx_transparent", "error",
                         "%s: nginx connects to the upstreams from its own address, not the client's (no `proxy_bind %s transparent`)" % (label, want),
                         evidence, "Set `proxy_bind %s transparent;` in that server block (the role renders it) and reload nginx." % want)
         elif method != "ip_transparency" and bind.args[0] != want:
             results.add(host, "nginx_transparent", "error",
-                        "%s: DSR needs the client's port too (`proxy_bind %s transparent`), found `%s`" % (label, want, _dump(bind)),
+                        "%s: DSR needs the client's port too (`proxy_bind %s transparent`), found `%s`" % (label, want, dump_directive(bind)),
                         evidence, "Set `proxy_bind %s transparent;` and reload nginx." % want)
         else:
-            results.ok(host, "nginx_transparent", "%s: %s" % (label, _dump(bind)))
+            results.ok(host, "nginx_transparent", "%s: %s" % (label, dump_directive(bind)))
         if service["protocol"] != "udp":
             continue
         responses = server.inherited("proxy_responses")
@@ -214,15 +106,15 @@ def check_nginx(results, host, config, facts):
         if method == "ip_transparency" and value == 0:
             results.add(host, "nginx_proxy_responses", "error",
                         "%s: proxy_responses 0 with IP Transparency - nginx closes the upstream socket and the replies it "
-                        "receives back have no socket to go to" % label, evidence + [_dump(responses)],
+                        "receives back have no socket to go to" % label, evidence + [dump_directive(responses)],
                         "Set proxy_responses to the number of datagrams each request gets (1 for DNS).")
         elif method != "ip_transparency" and value != 0:
             results.add(host, "nginx_proxy_responses", "error",
                         "%s: DSR needs `proxy_responses 0` - the replies bypass nginx, which otherwise waits for them and "
-                        "marks the upstreams as failed" % label, evidence + [_dump(responses)],
+                        "marks the upstreams as failed" % label, evidence + [dump_directive(responses)],
                         "Set `proxy_responses 0;` and remove proxy_timeout in that server block.")
         else:
-            results.ok(host, "nginx_proxy_responses", "%s: %s" % (label, _dump(responses)))
+            results.ok(host, "nginx_proxy_responses", "%s: %s" % (label, dump_directive(responses)))
     workers = [p for p in nginx.get("processes", []) if p["role"] == "worker"]
     if not workers:
         results.add(host, "nginx_workers", "error", "no nginx worker process is running", ["processes: %s" % nginx.get("processes")],
@@ -234,7 +126,7 @@ def check_nginx(results, host, config, facts):
                     "nginx workers cannot bind to the clients' addresses: %d of %d run without CAP_NET_RAW and not as root"
                     % (len(weak), len(workers)),
                     ["worker pid %d uid %d CAP_NET_RAW no" % (p["pid"], p["uid"]) for p in weak]
-                    + ["user directive: %s" % (", ".join(_dump(u) for u in users) or "(none)")]
+                    + ["user directive: %s" % (", ".join(dump_directive(u) for u in users) or "(none)")]
                     + ["error.log: %s" % line for line in nginx.get("error_log", [])],
                     "nginx >= 1.13.8 keeps CAP_NET_RAW in its workers when the configuration uses `proxy_bind ... transparent` "
                     "at start: restart nginx after adding it; on older nginx set `user root;` (the article's advice).")
@@ -574,135 +466,6 @@ def diagnose(config, hosts, pings=()):
     return results.items
 
 
-def detect_method(facts):
-    """The method named in the collection's nginx files on the proxy (``# Method: X.``), or None."""
-    match = re.search(r"# Method: (ip_transparency|dsr_router_nat|dsr_origin_nat)\.", (facts.get("nginx") or {}).get("config") or "")
-    return match.group(1) if match else None
-
-
-# --- packet trace ---------------------------------------------------------------------------------
-
-LINE = re.compile(r"^(?P<t>\d+\.\d+)\s+(?P<iface>\S+)\s+(?P<dir>In|Out|B|M|P)\s+IP\s+(?P<src>[0-9.]+?)(?:\.(?P<sport>\d+))?\s+>\s+"
-                  r"(?P<dst>[0-9.]+?)(?:\.(?P<dport>\d+))?:\s*(?P<info>.*)$")
-
-
-def parse_capture(host, lines):
-    events = []
-    for line in lines:
-        match = LINE.match(line.strip())
-        if not match:
-            continue
-        event = match.groupdict()
-        # an address with four dots and no port would be split wrongly: an IPv4 address has exactly three
-        for key, port in (("src", "sport"), ("dst", "dport")):
-            if event[key].count(".") != 3 and event[port]:
-                event[key], event[port] = event[key] + "." + event[port], None
-        event["t"] = float(event["t"])
-        event["host"] = host
-        event["sport"] = int(event["sport"]) if event["sport"] else None
-        event["dport"] = int(event["dport"]) if event["dport"] else None
-        info = event["info"]
-        event["proto"] = "icmp" if info.startswith("ICMP") else "tcp" if "Flags [" in info else "udp"
-        length = re.search(r"length (\d+)", info)
-        event["payload"] = int(length.group(1)) if length else 0
-        events.append(event)
-    return events
-
-
-def _stages(config, probe, leg):
-    """The hops a probe and its reply take with the method: (name, host or '@upstream', predicate).
-    ``leg`` holds the upstream connection once seen (address, proxy-side port): later hops must belong to it."""
-    vip, client, port, uport = config["public_address"], probe["client_address"], probe["port"], probe["upstream_port"]
-    proxy = config["proxy_host"]
-    ups = set(config["upstream_hosts"].values())
-    stages = [
-        ("request sent by the client", probe["host"], lambda e: e["dir"] == "Out" and e["src"] == client and e["dst"] == vip and e["dport"] == port),
-        ("request received by the proxy (public side)", proxy, lambda e: e["dir"] == "In" and e["src"] == client and e["dst"] == vip and e["dport"] == port),
-        ("request sent to an upstream with the client's address", proxy,
-         lambda e: e["dir"] == "Out" and e["src"] == client and e["dst"] in ups and e["dport"] == uport),
-        ("request received by the upstream", "@upstream",
-         lambda e: e["dir"] == "In" and e["src"] == client and e["dport"] == uport and (e["dst"], e["sport"]) == leg.get("up")),
-        ("reply sent by the upstream", "@upstream",
-         lambda e: e["dir"] == "Out" and e["dst"] == client and e["sport"] == uport and e["dport"] == leg["up"][1]),
-    ]
-    # TCP: nginx answers the client's handshake itself; what comes back through it is the upstream's data
-    data = probe.get("protocol") != "tcp"
-
-    if config["method"] != "dsr_origin_nat":
-        stages.append(("reply received by the proxy (private side)", proxy,
-                       lambda e: e["dir"] == "In" and e["dst"] == client and (e["src"], e["dport"]) == leg["up"] and e["sport"] == uport))
-        stages.append(("reply sent to the client by the proxy" if config["method"] == "ip_transparency" else
-                       "reply forwarded to the client, source rewritten to the VIP", proxy,
-                       lambda e: e["dir"] == "Out" and e["dst"] == client and e["src"] == vip and e["sport"] == port and (data or e["payload"] > 0)))
-    stages.append(("reply received by the client from the VIP", probe["host"],
-                   lambda e: e["dir"] == "In" and e["dst"] == client and e["src"] == vip and e["sport"] == port and e["dport"] == probe["client_port"]
-                   and (data or e["payload"] > 0)))
-    return stages
-
-
-def _summary(event):
-    flags = re.search(r"Flags \[[^\]]*\]", event["info"])
-    if flags:
-        return "%s length %d" % (flags.group(0), event["payload"])
-    return event["info"].split(" (")[0][:40]
-
-
-def trace_probe(config, probe, events):
-    """Follow one probe. ``events``: every host's events within the probe's time window."""
-    by_address = dict((addr, name) for name, addr in config["upstream_hosts"].items())
-    leg = {}
-    stages = _stages(config, probe, leg)
-    hops, upstream = [], None
-    if config["method"] != "ip_transparency":
-        # DSR keeps the client's port on every leg: only this probe's packets
-        events = [e for e in events if probe["client_port"] in (e["sport"], e["dport"]) or e["proto"] == "icmp"]
-    for index, (name, where, predicate) in enumerate(stages):
-        host = upstream if where == "@upstream" else where
-        candidates = [e for e in events if (host is None or e["host"] == host) and predicate(e)
-                      and (where != "@upstream" or e["host"] in by_address.values())]
-        if hops:
-            candidates = [e for e in candidates if e["t"] >= hops[-1]["t"] - 0.00005]
-        if not candidates:
-            return hops, index, name, host
-        event = candidates[0]
-        if index == 2:
-            upstream = by_address.get(event["dst"])
-            leg["up"] = (event["dst"], event["sport"])
-        elif where == "@upstream" and upstream is None:
-            upstream = event["host"]
-        hops.append(dict(event, stage=name, summary=_summary(event)))
-    return hops, None, None, None
-
-
-def _explain(config, probe, hops, missing, host, events):
-    last = hops[-1] if hops else None
-    client, vip = probe["client_address"], config["public_address"]
-    if last is None:
-        return "the probe never left %s (no packet to %s:%d captured there)" % (probe["host"], vip, probe["port"]), probe["host"]
-    if last["host"] == (host or last["host"]) or host is None:
-        culprit = last["host"]
-        what = "arrived on %s (%s %s) and went no further: dropped on %s" % (culprit, last["iface"], last["dir"], culprit)
-    else:
-        culprit = last["host"]
-        what = "left %s by %s towards %s but never arrived at %s" % (culprit, last["iface"], last["dst"], host)
-    upstream_hosts = set(config["upstream_hosts"])
-    stray = [e for e in events if e["dst"] == client and e["src"] != vip and e["t"] >= last["t"] and e["host"] not in upstream_hosts
-             and ((e["dir"] == "Out" and e["host"] != probe["host"]) or (e["dir"] == "In" and e["host"] == probe["host"]))]
-    if stray:
-        e = stray[0]
-        if e["host"] == probe["host"]:
-            what += "; the client received it from %s (not %s) and discards it" % (e["src"], vip)
-        elif e["host"] == last["host"]:
-            what = "%s forwarded it out of %s with source %s, not rewritten to %s: the client discards it" % (e["host"], e["iface"], e["src"], vip)
-        else:
-            what += "; instead %s sent it out of %s with source %s (not %s): the client discards it" % (e["host"], e["iface"], e["src"], vip)
-            culprit = e["host"]
-    icmp = [e for e in events if e["proto"] == "icmp" and e["t"] >= last["t"]]
-    if icmp:
-        what += "; ICMP from %s: %s" % (icmp[0]["src"], icmp[0]["info"])
-    return "disappeared after '%s': %s (next expected: %s)" % (last["stage"], what, missing), culprit
-
-
 def first_host(networks):
     """The first usable address of the first valid network (a stand-in client address), '' when none."""
     for value in networks or []:
@@ -710,99 +473,3 @@ def first_host(networks):
         if network is not None and network.version == 4:
             return str(next(network.hosts(), network.network_address))
     return ""
-
-
-def upstream_address(facts, upstreams):
-    """The configured upstream address a host holds ('' when none)."""
-    held = [a["address"] for a in (facts or {}).get("addresses", [])]
-    return next((u for u in upstreams if u in held), "")
-
-
-def parse_probes(lines, host, client_address, service, kind):
-    """The probe loop's output (``<client port> <rc> <answer>`` per probe) -> probe dicts for trace()."""
-    probes = []
-    for line in lines or []:
-        fields = line.split(None, 2)
-        if len(fields) < 2 or not fields[0].isdigit():
-            continue
-        answer = fields[2] if len(fields) > 2 else ""
-        probes.append({"host": host, "client_address": client_address, "client_port": int(fields[0]), "port": int(service["port"]),
-                       "protocol": service["protocol"],
-                       "upstream_port": int(service["upstream_port"]), "kind": kind, "answered": fields[1] == "0",
-                       "output": answer})
-    return probes
-
-
-def trace(config, probes, captures):
-    """``probes``: [{host, client_address, client_port, port, upstream_port, kind, start, answered, output}];
-    ``captures``: host -> tcpdump lines. Returns one result per probe: hops, verdict, culprit host."""
-    events = sorted((e for host, lines in captures.items() for e in parse_capture(host, lines)), key=lambda e: e["t"])
-    starts = []
-    for probe in probes:
-        first = [e for e in events if e["host"] == probe["host"] and e["dir"] == "Out" and e["sport"] == probe["client_port"]]
-        starts.append(first[0]["t"] if first else None)
-    results = []
-    for index, probe in enumerate(probes):
-        start = starts[index]
-        later = [s for s in starts[index + 1:] if s is not None]
-        window = [e for e in events if start is not None and start - 0.0005 <= e["t"] < (later[0] - 0.0005 if later else float("inf"))]
-        hops, missing_index, missing, host = trace_probe(config, probe, window)
-        if missing_index is None:
-            verdict, culprit, ok = "complete: the reply reached the client from %s" % config["public_address"], None, True
-        else:
-            verdict, culprit = _explain(config, probe, hops, missing, host, window)
-            ok = False
-        results.append({"probe": probe, "hops": hops, "ok": ok, "verdict": verdict, "culprit": culprit, "start": start})
-    return results
-
-
-# --- report ---------------------------------------------------------------------------------------
-
-
-def _short(event):
-    def end(address, port):
-        return address if port is None else "%s:%d" % (address, port)
-
-    return "%-10s %-6s %-3s %s > %s %s" % (
-        event["host"], event["iface"], event["dir"], end(event["src"], event["sport"]), end(event["dst"], event["dport"]),
-        event.get("summary") or _summary(event))
-
-
-def report(config, findings, traces=None):
-    """The findings (and the traces) as readable text."""
-    problems = [f for f in findings if f["severity"] != "ok"]
-    lines = ["Troubleshooting report: method %s, VIP %s, client %s" % (config["method"], config["public_address"], config["client_address"]), ""]
-    for finding in problems:
-        lines.append("%-7s %s: %s [%s]" % (finding["severity"].upper(), finding["host"], finding["problem"], finding["check"]))
-        for line in finding["evidence"]:
-            lines.append("          evidence: %s" % line)
-        lines.append("          fix: %s" % finding["fix"])
-        lines.append("")
-    hosts = []
-    for finding in findings:
-        if finding["host"] not in hosts:
-            hosts.append(finding["host"])
-    for host in hosts:
-        passed = sorted(set(f["check"] for f in findings if f["host"] == host and f["severity"] == "ok"))
-        failed = sorted(set(f["check"] for f in findings if f["host"] == host and f["severity"] != "ok"))
-        lines.append("%-10s %s%s" % (host, "ok: %s" % ", ".join(passed) if passed else "", ("; FAILED: %s" % ", ".join(failed)) if failed else ""))
-    for result in traces or []:
-        probe = result["probe"]
-        lines.append("")
-        lines.append("Packet trace, probe %s %s:%d from %s (%s:%d): %s" % (
-            probe["kind"], config["public_address"], probe["port"], probe["host"], probe["client_address"], probe["client_port"],
-            "answered" if probe.get("answered") else "NO ANSWER"))
-        for number, hop in enumerate(result["hops"], 1):
-            lines.append("  %d. %-53s %s  +%.1f ms" % (number, hop["stage"], _short(hop), (hop["t"] - result["start"]) * 1000))
-        lines.append("  %s %s" % ("OK" if result["ok"] else "LOST", result["verdict"]))
-    errors = len([f for f in problems if f["severity"] == "error"])
-    warnings = len(problems) - errors
-    lost = [r for r in traces or [] if not r["ok"]]
-    lines.append("")
-    if problems or lost:
-        lines.append("Summary: %d error(s), %d warning(s) on %s%s" % (
-            errors, warnings, ", ".join(sorted(set(f["host"] for f in problems))) or "no host",
-            "; %d of %d probe(s) lost (at %s)" % (len(lost), len(traces), ", ".join(sorted(set(r["culprit"] or "?" for r in lost)))) if lost else ""))
-    else:
-        lines.append("Summary: healthy - %d checks passed%s" % (len(findings), ", every probe answered" if traces else ""))
-    return "\n".join(lines)

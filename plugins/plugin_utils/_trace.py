@@ -1,0 +1,181 @@
+# -*- coding: utf-8 -*-
+# Copyright: netops maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Private to this collection: not a public API; names and signatures may change in any release.
+"""Packet trace of the troubleshoot role's probes through the tcpdump captures of every host.
+
+Pure functions, run on the controller: ``parse_probes`` (the probe loop's output), ``parse_capture``
+(tcpdump lines as events), ``trace`` (follows each probe hop by hop and names the host where the
+probe or its reply disappeared), ``upstream_address``. No import of the other troubleshoot modules.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import re
+
+LINE = re.compile(r"^(?P<t>\d+\.\d+)\s+(?P<iface>\S+)\s+(?P<dir>In|Out|B|M|P)\s+IP\s+(?P<src>[0-9.]+?)(?:\.(?P<sport>\d+))?\s+>\s+"
+                  r"(?P<dst>[0-9.]+?)(?:\.(?P<dport>\d+))?:\s*(?P<info>.*)$")
+
+
+def parse_capture(host, lines):
+    events = []
+    for line in lines:
+        match = LINE.match(line.strip())
+        if not match:
+            continue
+        event = match.groupdict()
+        # an address with four dots and no port would be split wrongly: an IPv4 address has exactly three
+        for key, port in (("src", "sport"), ("dst", "dport")):
+            if event[key].count(".") != 3 and event[port]:
+                event[key], event[port] = event[key] + "." + event[port], None
+        event["t"] = float(event["t"])
+        event["host"] = host
+        event["sport"] = int(event["sport"]) if event["sport"] else None
+        event["dport"] = int(event["dport"]) if event["dport"] else None
+        info = event["info"]
+        event["proto"] = "icmp" if info.startswith("ICMP") else "tcp" if "Flags [" in info else "udp"
+        length = re.search(r"length (\d+)", info)
+        event["payload"] = int(length.group(1)) if length else 0
+        events.append(event)
+    return events
+
+
+def _stages(config, probe, leg):
+    """The hops a probe and its reply take with the method: (name, host or '@upstream', predicate).
+    ``leg`` holds the upstream connection once seen (address, proxy-side port): later hops must belong to it."""
+    vip, client, port, uport = config["public_address"], probe["client_address"], probe["port"], probe["upstream_port"]
+    proxy = config["proxy_host"]
+    ups = set(config["upstream_hosts"].values())
+    stages = [
+        ("request sent by the client", probe["host"], lambda e: e["dir"] == "Out" and e["src"] == client and e["dst"] == vip and e["dport"] == port),
+        ("request received by the proxy (public side)", proxy, lambda e: e["dir"] == "In" and e["src"] == client and e["dst"] == vip and e["dport"] == port),
+        ("request sent to an upstream with the client's address", proxy,
+         lambda e: e["dir"] == "Out" and e["src"] == client and e["dst"] in ups and e["dport"] == uport),
+        ("request received by the upstream", "@upstream",
+         lambda e: e["dir"] == "In" and e["src"] == client and e["dport"] == uport and (e["dst"], e["sport"]) == leg.get("up")),
+        ("reply sent by the upstream", "@upstream",
+         lambda e: e["dir"] == "Out" and e["dst"] == client and e["sport"] == uport and e["dport"] == leg["up"][1]),
+    ]
+    # TCP: nginx answers the client's handshake itself; what comes back through it is the upstream's data
+    data = probe.get("protocol") != "tcp"
+
+    if config["method"] != "dsr_origin_nat":
+        stages.append(("reply received by the proxy (private side)", proxy,
+                       lambda e: e["dir"] == "In" and e["dst"] == client and (e["src"], e["dport"]) == leg["up"] and e["sport"] == uport))
+        stages.append(("reply sent to the client by the proxy" if config["method"] == "ip_transparency" else
+                       "reply forwarded to the client, source rewritten to the VIP", proxy,
+                       lambda e: e["dir"] == "Out" and e["dst"] == client and e["src"] == vip and e["sport"] == port and (data or e["payload"] > 0)))
+    stages.append(("reply received by the client from the VIP", probe["host"],
+                   lambda e: e["dir"] == "In" and e["dst"] == client and e["src"] == vip and e["sport"] == port and e["dport"] == probe["client_port"]
+                   and (data or e["payload"] > 0)))
+    return stages
+
+
+def hop_summary(event):
+    """A hop in a few words: its TCP flags and payload length, else the start of tcpdump's text."""
+    flags = re.search(r"Flags \[[^\]]*\]", event["info"])
+    if flags:
+        return "%s length %d" % (flags.group(0), event["payload"])
+    return event["info"].split(" (")[0][:40]
+
+
+def trace_probe(config, probe, events):
+    """Follow one probe. ``events``: every host's events within the probe's time window."""
+    by_address = dict((addr, name) for name, addr in config["upstream_hosts"].items())
+    leg = {}
+    stages = _stages(config, probe, leg)
+    hops, upstream = [], None
+    if config["method"] != "ip_transparency":
+        # DSR keeps the client's port on every leg: only this probe's packets
+        events = [e for e in events if probe["client_port"] in (e["sport"], e["dport"]) or e["proto"] == "icmp"]
+    for index, (name, where, predicate) in enumerate(stages):
+        host = upstream if where == "@upstream" else where
+        candidates = [e for e in events if (host is None or e["host"] == host) and predicate(e)
+                      and (where != "@upstream" or e["host"] in by_address.values())]
+        if hops:
+            candidates = [e for e in candidates if e["t"] >= hops[-1]["t"] - 0.00005]
+        if not candidates:
+            return hops, index, name, host
+        event = candidates[0]
+        if index == 2:
+            upstream = by_address.get(event["dst"])
+            leg["up"] = (event["dst"], event["sport"])
+        elif where == "@upstream" and upstream is None:
+            upstream = event["host"]
+        hops.append(dict(event, stage=name, summary=hop_summary(event)))
+    return hops, None, None, None
+
+
+def _explain(config, probe, hops, missing, host, events):
+    last = hops[-1] if hops else None
+    client, vip = probe["client_address"], config["public_address"]
+    if last is None:
+        return "the probe never left %s (no packet to %s:%d captured there)" % (probe["host"], vip, probe["port"]), probe["host"]
+    if last["host"] == (host or last["host"]) or host is None:
+        culprit = last["host"]
+        what = "arrived on %s (%s %s) and went no further: dropped on %s" % (culprit, last["iface"], last["dir"], culprit)
+    else:
+        culprit = last["host"]
+        what = "left %s by %s towards %s but never arrived at %s" % (culprit, last["iface"], last["dst"], host)
+    upstream_hosts = set(config["upstream_hosts"])
+    stray = [e for e in events if e["dst"] == client and e["src"] != vip and e["t"] >= last["t"] and e["host"] not in upstream_hosts
+             and ((e["dir"] == "Out" and e["host"] != probe["host"]) or (e["dir"] == "In" and e["host"] == probe["host"]))]
+    if stray:
+        e = stray[0]
+        if e["host"] == probe["host"]:
+            what += "; the client received it from %s (not %s) and discards it" % (e["src"], vip)
+        elif e["host"] == last["host"]:
+            what = "%s forwarded it out of %s with source %s, not rewritten to %s: the client discards it" % (e["host"], e["iface"], e["src"], vip)
+        else:
+            what += "; instead %s sent it out of %s with source %s (not %s): the client discards it" % (e["host"], e["iface"], e["src"], vip)
+            culprit = e["host"]
+    icmp = [e for e in events if e["proto"] == "icmp" and e["t"] >= last["t"]]
+    if icmp:
+        what += "; ICMP from %s: %s" % (icmp[0]["src"], icmp[0]["info"])
+    return "disappeared after '%s': %s (next expected: %s)" % (last["stage"], what, missing), culprit
+
+
+def upstream_address(facts, upstreams):
+    """The configured upstream address a host holds ('' when none)."""
+    held = [a["address"] for a in (facts or {}).get("addresses", [])]
+    return next((u for u in upstreams if u in held), "")
+
+
+def parse_probes(lines, host, client_address, service, kind):
+    """The probe loop's output (``<client port> <rc> <answer>`` per probe) -> probe dicts for trace()."""
+    probes = []
+    for line in lines or []:
+        fields = line.split(None, 2)
+        if len(fields) < 2 or not fields[0].isdigit():
+            continue
+        answer = fields[2] if len(fields) > 2 else ""
+        probes.append({"host": host, "client_address": client_address, "client_port": int(fields[0]), "port": int(service["port"]),
+                       "protocol": service["protocol"],
+                       "upstream_port": int(service["upstream_port"]), "kind": kind, "answered": fields[1] == "0",
+                       "output": answer})
+    return probes
+
+
+def trace(config, probes, captures):
+    """``probes``: [{host, client_address, client_port, port, upstream_port, kind, start, answered, output}];
+    ``captures``: host -> tcpdump lines. Returns one result per probe: hops, verdict, culprit host."""
+    events = sorted((e for host, lines in captures.items() for e in parse_capture(host, lines)), key=lambda e: e["t"])
+    starts = []
+    for probe in probes:
+        first = [e for e in events if e["host"] == probe["host"] and e["dir"] == "Out" and e["sport"] == probe["client_port"]]
+        starts.append(first[0]["t"] if first else None)
+    results = []
+    for index, probe in enumerate(probes):
+        start = starts[index]
+        later = [s for s in starts[index + 1:] if s is not None]
+        window = [e for e in events if start is not None and start - 0.0005 <= e["t"] < (later[0] - 0.0005 if later else float("inf"))]
+        hops, missing_index, missing, host = trace_probe(config, probe, window)
+        if missing_index is None:
+            verdict, culprit, ok = "complete: the reply reached the client from %s" % config["public_address"], None, True
+        else:
+            verdict, culprit = _explain(config, probe, hops, missing, host, window)
+            ok = False
+        results.append({"probe": probe, "hops": hops, "ok": ok, "verdict": verdict, "culprit": culprit, "start": start})
+    return results
