@@ -6,27 +6,13 @@
 The roles have to find interfaces from addresses (container and cloud interface names are not
 stable), check that a gateway is on a directly connected subnet and that the client-facing and
 private networks do not overlap. Jinja has no bitwise arithmetic and ansible.utils.ipaddr needs
-netaddr on the controller, so these few filters use Python's ``ipaddress`` instead.
+netaddr on the controller, so these few filters use Python's ``ipaddress`` instead. Each filter is
+documented in its own sidecar file, plugins/filter/<filter name>.yml.
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
-
-DOCUMENTATION = r"""
-name: network
-short_description: Address and subnet helpers used by the netops.ip_transparency roles
-description:
-  - C(ip_version) - 4 or 6 for an address, 0 when the value is not an address.
-  - C(network_version) - 4 or 6 for a prefix (host bits allowed), 0 when not a prefix.
-  - C(network_has_host_bits) - true for a prefix with host bits set (C(10.1.2.3/8)), false otherwise.
-  - C(connected_addresses) - the addresses configured on the host, from gathered facts, as a list of
-    dicts with C(interface), C(address), C(prefix), C(network), C(version).
-  - C(connected_interface) - the interface whose connected subnet holds an address, C('') if none.
-  - C(in_networks) - whether an address lies in any of a list of prefixes.
-  - C(overlapping_networks) - the pairs (as strings) of two prefix lists that overlap.
-author: netops maintainers
-"""
 
 import ipaddress
 

@@ -4,29 +4,13 @@
 """Controller side of the troubleshoot role: the diagnosis, the packet trace and the report.
 
 The logic lives in plugins/plugin_utils/ (_nginx_conf, _checks, _trace, _report: pure functions,
-unit tested); these filters only hand the role's data to it.
+unit tested); these filters only hand the role's data to it. Each filter is documented in its own
+sidecar file, plugins/filter/<filter name>.yml (``ansible-doc -t filter netops.ip_transparency.<name>``).
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
-
-DOCUMENTATION = r"""
-name: troubleshoot
-short_description: Diagnose a transparent proxy deployment from transparency_info snapshots
-description:
-  - C(troubleshoot_diagnose(config, hosts)) - every check over every proxy and upstream host, as a list of
-    C({host, check, severity, problem, evidence, fix}) (severity ok, warning or error).
-  - C(troubleshoot_ping_plan(config, hosts)) - the pings to run, C([{host, target}]) - the proxy to every upstream,
-    every upstream to its gateway.
-  - C(troubleshoot_method(facts)) - the method named in the collection's nginx files (C('') when none).
-  - C(troubleshoot_trace(config, probes, captures)) - follows each probe through the tcpdump captures of every
-    host, hop by hop, and names the host where the probe or its reply disappeared.
-  - C(troubleshoot_first_host(networks)), C(troubleshoot_upstream_address(facts, upstreams)) and
-    C(troubleshoot_probes(lines, host, client_address, service, kind)) - small helpers of the role.
-  - C(troubleshoot_report(config, findings, traces)) - both as readable text.
-author: netops maintainers
-"""
 
 from ansible_collections.netops.ip_transparency.plugins.plugin_utils import _checks as checks
 from ansible_collections.netops.ip_transparency.plugins.plugin_utils import _nginx_conf as nginx_conf
