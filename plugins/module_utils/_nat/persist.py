@@ -28,8 +28,8 @@ import os
 import subprocess
 import tempfile
 
-from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import nft_backend as nft_backend
-from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import tc_backend as tc_backend
+from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import nft_backend
+from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import tc_backend
 from ansible_collections.netops.ip_transparency.plugins.module_utils._common import ValidationError
 from ansible_collections.netops.ip_transparency.plugins.module_utils._nat.run import Step, device_id
 

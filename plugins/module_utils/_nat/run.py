@@ -421,9 +421,9 @@ def run(params, check_mode=False, detect=act_nat_support, ipr_factory=None):
     ``params``: device, backend, rules, exclude_destinations, state, foreign_qdisc, persist, persist_dir, unit_dir
     (as the module's argument_spec).
     """
-    from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import nft_backend as nft_backend
-    from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import tc_backend as tc_backend
-    from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import persist as persist
+    from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import nft_backend
+    from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import tc_backend
+    from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import persist
 
     device = params["device"]
     state = params.get("state") or "present"
