@@ -259,11 +259,14 @@ def plan(want, existing, state, exclusive=False):
         to_remove = [r for r in same_key if _absent_match(r, want)]
         after = [r for r in existing if not any(r is x for x in to_remove)]
         return Plan(before, [r.render() for r in after], to_remove=to_remove)
-    if any(satisfies(r, want) for r in same_key):
+    kept = next((r for r in same_key if satisfies(r, want)), None)
+    if kept is not None:
         to_add, replaced = [], []
     else:
         to_add, replaced = [want], same_key
-    others = [r for r in existing if r.key != want.key or r.foreign] if exclusive else []
+    # exclusive: everything but the route that stays, including routes appended (`ip route append`)
+    # next to a route that already satisfies the request, as they share its key
+    others = [r for r in existing if r is not kept and not any(r is x for x in replaced)] if exclusive else []
     to_remove = replaced + others
     after = [r for r in existing if not any(r is x for x in to_remove)] + to_add
     after.sort(key=lambda r: r.metric)

@@ -121,3 +121,15 @@ def test_kernel_refusal_of_the_new_route_leaves_the_old_ones(ns, sh, run_module)
     result = run_module(ns, "policy_route", {"dest": "default", "gateway": "203.0.113.1", "exclusive": True})
     assert result.get("failed") and "203.0.113.1" in result["msg"], result
     assert sh(ns, DUMP) == baseline
+
+
+def test_exclusive_also_removes_routes_appended_next_to_a_satisfying_one(ns, sh, run_module):
+    # same key (table, dest, metric) twice: `ip route append` keeps both, the first one wins
+    sh(ns, "ip route append default via 172.16.0.1")
+    assert sh(ns, "ip route show default metric 0").count("default") == 2
+    result = run_module(ns, "policy_route", {"dest": "default", "gateway": "172.16.0.1", "exclusive": True})
+    assert result["rc"] == 0 and result["changed"], result
+    assert result["added"] == []
+    assert sorted((r["gateway"], r["metric"]) for r in result["removed"]) == [("10.0.2.2", 0), ("10.0.2.3", 50)]
+    assert sh(ns, "ip route show default") == "default via 172.16.0.1 dev v0 \n"
+    assert not run_module(ns, "policy_route", {"dest": "default", "gateway": "172.16.0.1", "exclusive": True})["changed"]

@@ -134,6 +134,16 @@ def test_plan_other_metric_is_another_route_unless_exclusive():
     assert len(plan.to_remove) == 2 and plan.after == ["default via 172.16.0.1 table main"]
 
 
+def test_plan_exclusive_removes_routes_sharing_the_key_of_the_route_that_stays():
+    # `ip route append default via 172.16.0.1` next to `default via 10.0.2.2`: same key, both kept by the kernel
+    routes = kernel(default_via("10.0.2.2"), default_via("172.16.0.1", oif=3), default_via("10.0.2.3", metric=50))
+    plan = pr.plan(want(dest="default", gateway="172.16.0.1"), routes, "present", exclusive=True)
+    assert not plan.to_add
+    assert sorted(str(r.gateway) for r in plan.to_remove) == ["10.0.2.2", "10.0.2.3"]
+    assert plan.after == ["default via 172.16.0.1 dev eth0.100 table main"]
+    assert not pr.plan(want(dest="default", gateway="172.16.0.1"), routes, "present").changed
+
+
 def test_plan_absent_matches_type_and_given_nexthop():
     routes = kernel(default_via("10.0.2.2"))
     assert not pr.plan(want(dest="default", gateway="172.16.0.1", state="absent"), routes, "absent").changed
