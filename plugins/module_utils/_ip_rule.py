@@ -21,7 +21,6 @@ from ansible_collections.netops.ip_transparency.plugins.module_utils._common imp
     check_range,
     interface_index,
     parse_prefix,
-    same_family,
 )
 from ansible_collections.netops.ip_transparency.plugins.module_utils._netlink import (
     AF_BY_VERSION,
@@ -163,11 +162,16 @@ class Rule(object):
 
 
 def _prefix_or_all(value, what):
-    if value is None:
-        return None
-    if str(value).strip() == "all":
-        return None
-    return parse_prefix(value, what, strict=True)
+    """The selector as a network, or None for any address (``all``); also returns the IP version
+    the spelling implies (``::/0`` says IPv6 as ``all`` says nothing).
+
+    A zero-length prefix (``0.0.0.0/0``, ``::/0``) selects every address: the kernel keeps no such
+    selector (it dumps the rule as ``from all``), so it must compare as ``all`` to be idempotent.
+    """
+    if value is None or str(value).strip() == "all":
+        return None, None
+    network = parse_prefix(value, what, strict=True)
+    return (None if network.prefixlen == 0 else network), network.version
 
 
 def normalise(params):
@@ -178,9 +182,12 @@ def normalise(params):
     action = params.get("action") or "lookup"
     if action not in ACTIONS:
         raise ValidationError("action %r must be one of %s" % (action, ", ".join(sorted(ACTIONS))))
-    src = _prefix_or_all(params.get("from"), "from")
-    dst = _prefix_or_all(params.get("to"), "to")
-    version = same_family([src, dst], "from and to")
+    src, src_version = _prefix_or_all(params.get("from"), "from")
+    dst, dst_version = _prefix_or_all(params.get("to"), "to")
+    versions = set(v for v in (src_version, dst_version) if v is not None)
+    if len(versions) > 1:
+        raise ValidationError("from and to mix IPv4 and IPv6: %s, %s" % (params.get("from"), params.get("to")))
+    version = versions.pop() if versions else None
     family = parse_family(params.get("family"))
     if family is not None and version is not None and family != version:
         raise ValidationError(

@@ -51,6 +51,8 @@ options:
     description:
       - Source prefix selector (C(ip rule ... from PREFIX)). An address means a host prefix; host bits set in a
         prefix are refused. V(all) or no value means any source.
+      - A zero-length prefix (V(0.0.0.0/0), V(::/0)) also means any source, as the kernel keeps no such selector;
+        it still sets the family.
     type: str
   to:
     description:

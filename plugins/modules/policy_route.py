@@ -16,10 +16,11 @@ description:
   - Adds, replaces or removes one route in any routing table, as C(ip route replace) and C(ip route del) do,
     through netlink (pyroute2). IPv4 and IPv6.
   - A route's identity is what the kernel keys it by - family, O(table), O(dest) and O(metric). A route with that
-    identity but another O(type), O(gateway), O(device) or O(source) is replaced.
+    identity but another O(type), O(gateway), O(device), O(nexthops), O(source), O(proto) or O(onlink) is replaced.
   - O(exclusive=true) also removes every other route to O(dest) in O(table) (other metrics and types), as the
     upstream servers of a transparent NGINX proxy need when their default route is moved to the proxy. The routes
-    removed are returned in RV(removed), as module options, so a role can put them back on teardown.
+    removed are returned in RV(removed), as module options (multipath routes with O(nexthops), with their O(proto)
+    and O(onlink)), so a role can put them back on teardown exactly as they were.
   - Addresses are compared after normalisation, so C(172.16.0.11) equals C(172.16.0.11/32) and O(table) C(main)
     equals C(254).
 author:
@@ -51,7 +52,37 @@ options:
   gateway:
     description:
       - Next hop address (C(via)). Only for V(unicast) routes; same family as O(dest).
+      - Mutually exclusive with O(nexthops).
     type: str
+  nexthops:
+    description:
+      - The next hops of a multipath (ECMP) route, as C(ip route add ... nexthop via A dev X weight 1 nexthop via B
+        dev Y weight 2). Two or more; a single next hop is a plain route (O(gateway), O(device)). Only for V(unicast)
+        routes.
+      - Mutually exclusive with O(gateway), O(device) and O(onlink). The hops are compared in order.
+    type: list
+    elements: dict
+    suboptions:
+      gateway:
+        description:
+          - Next hop address (C(via)); same family as O(dest).
+        type: str
+      device:
+        description:
+          - Output device (C(dev)) of this hop. Must exist when the route is added. Not compared when not given.
+          - A hop needs O(nexthops[].gateway) or O(nexthops[].device).
+        type: str
+      weight:
+        description:
+          - Relative weight of this hop (C(weight)), 1 to 256.
+        type: int
+        default: 1
+      onlink:
+        description:
+          - Take the gateway as directly on the hop's link even when no subnet of the link holds it (C(onlink)).
+            Needs O(nexthops[].gateway) and O(nexthops[].device).
+        type: bool
+        default: false
   device:
     description:
       - Output device (C(dev)). Must exist when the route is added.
@@ -62,6 +93,18 @@ options:
     description:
       - Preferred source address (C(src)). Not compared when not given.
     type: str
+  proto:
+    description:
+      - Routing protocol the route is marked with (C(proto)), a number 0 to 255 or a name (V(boot), V(static),
+        V(kernel), V(dhcp), V(ra), ... or one from C(/etc/iproute2/rt_protos)).
+      - Not compared when not given; a route added without it gets V(boot), as with C(ip route add).
+    type: raw
+  onlink:
+    description:
+      - Take O(gateway) as directly on the link of O(device) even when no subnet of that link holds it (C(onlink)).
+        V(true) needs O(gateway) and O(device).
+      - Not compared when not given; a route added without it has no C(onlink) flag.
+    type: bool
   table:
     description:
       - Routing table, a number 1 to 4294967295 or a name (V(main), V(local), V(default), or one from
@@ -87,7 +130,7 @@ options:
   state:
     description:
       - Whether the route should be there. With V(absent), a route with the identity, the O(type) and the given
-        O(gateway)/O(device)/O(source) is removed.
+        O(gateway)/O(device)/O(nexthops)/O(source)/O(proto)/O(onlink) is removed.
     type: str
     choices: [present, absent]
     default: present
@@ -130,6 +173,24 @@ EXAMPLES = r"""
 - name: Restore the routes the exclusive run removed
   netops.ip_transparency.policy_route: "{{ item }}"
   loop: "{{ upstream_default.removed }}"
+
+- name: A multipath (ECMP) default route over two uplinks, the second twice as loaded, marked proto static
+  netops.ip_transparency.policy_route:
+    dest: default
+    nexthops:
+      - gateway: 10.0.2.2
+        device: eth1
+      - gateway: 10.0.3.2
+        device: eth2
+        weight: 2
+    proto: static
+
+- name: A default route to a gateway outside the link's subnets (ip route add default via 192.0.2.1 dev eth0 onlink)
+  netops.ip_transparency.policy_route:
+    dest: default
+    gateway: 192.0.2.1
+    device: eth0
+    onlink: true
 """
 
 RETURN = r"""
@@ -138,7 +199,7 @@ route:
   returned: always
   type: dict
   sample: {"family": "ipv4", "table": 100, "dest": "0.0.0.0/0", "type": "local", "gateway": null, "device": "lo",
-           "source": null, "metric": 0}
+           "source": null, "metric": 0, "proto": "boot", "onlink": false, "nexthops": []}
 routes:
   description: Every route to O(dest) in O(table) after the run, one C(ip route)-like line each.
   returned: always
@@ -152,12 +213,16 @@ added:
   elements: dict
   sample: []
 removed:
-  description: The routes removed or replaced, including those removed by O(exclusive), as module options.
+  description:
+    - The routes removed or replaced, including those removed by O(exclusive), as module options that add them back
+      as they were (O(nexthops) of a multipath route, O(proto), O(onlink)).
   returned: always
   type: list
   elements: dict
-  sample: [{"family": "ipv4", "table": 254, "dest": "0.0.0.0/0", "type": "unicast", "gateway": "10.0.2.2",
-            "device": "eth0", "source": null, "metric": 0}]
+  sample: [{"family": "ipv4", "table": 254, "dest": "0.0.0.0/0", "type": "unicast", "gateway": null,
+            "device": null, "source": null, "metric": 0, "proto": "static", "onlink": false,
+            "nexthops": [{"gateway": "10.0.2.2", "device": "eth1", "weight": 1, "onlink": false},
+                         {"gateway": "10.0.3.2", "device": "eth2", "weight": 2, "onlink": false}]}]
 """
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -178,7 +243,15 @@ def main():
             type=dict(type="str", default="unicast", choices=["unicast", "local", "blackhole", "unreachable", "prohibit", "throw"]),
             gateway=dict(type="str"),
             device=dict(type="str"),
+            nexthops=dict(type="list", elements="dict", options=dict(
+                gateway=dict(type="str"),
+                device=dict(type="str"),
+                weight=dict(type="int", default=1),
+                onlink=dict(type="bool", default=False),
+            )),
             source=dict(type="str"),
+            proto=dict(type="raw"),
+            onlink=dict(type="bool"),
             table=dict(type="raw", default="main"),
             metric=dict(type="int"),
             family=dict(type="str", choices=["ipv4", "ipv6"]),

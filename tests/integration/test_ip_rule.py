@@ -82,3 +82,24 @@ def test_bad_input_fails_clearly_and_changes_nothing(ns, sh, run_module, args, m
     result = run_module(ns, "ip_rule", args)
     assert result.get("failed") and result["rc"] != 0 and message in result["msg"], result
     assert sh(ns, DUMP) == baseline
+
+
+@pytest.mark.parametrize("args, listing", [
+    ({"from": "0.0.0.0/0", "priority": 300, "table": 100}, "ip rule show"),
+    ({"to": "0.0.0.0/0", "fwmark": 1, "table": 100}, "ip rule show"),
+    ({"from": "::/0", "priority": 300, "table": 100}, "ip -6 rule show"),
+    ({"from": "::/0", "to": "::/0", "iif": "v0", "table": 100}, "ip -6 rule show"),
+])
+def test_zero_length_prefix_means_any_and_is_idempotent(ns, sh, run_module, args, listing):
+    # the kernel keeps no zero-length selector (it dumps "from all"): 0.0.0.0/0 and ::/0 must compare as "all"
+    baseline = sh(ns, DUMP)
+    first = run_module(ns, "ip_rule", args)
+    assert first["rc"] == 0 and first["changed"], first
+    assert "lookup 100" in sh(ns, listing)  # ::/0 says IPv6 as an address would
+    again = run_module(ns, "ip_rule", args)
+    assert again["rc"] == 0 and not again["changed"], again
+    family = "ipv6" if "-6" in listing else "ipv4"
+    assert not run_module(ns, "ip_rule", dict(args, family=family, **{"from": "all"}))["changed"]
+    removed = run_module(ns, "ip_rule", dict(args, state="absent"))
+    assert removed["changed"] and len(removed["removed"]) == 1, removed
+    assert sh(ns, DUMP) == baseline

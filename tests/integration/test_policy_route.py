@@ -121,3 +121,63 @@ def test_kernel_refusal_of_the_new_route_leaves_the_old_ones(ns, sh, run_module)
     result = run_module(ns, "policy_route", {"dest": "default", "gateway": "203.0.113.1", "exclusive": True})
     assert result.get("failed") and "203.0.113.1" in result["msg"], result
     assert sh(ns, DUMP) == baseline
+
+
+def test_exclusive_also_removes_routes_appended_next_to_a_satisfying_one(ns, sh, run_module):
+    # same key (table, dest, metric) twice: `ip route append` keeps both, the first one wins
+    sh(ns, "ip route append default via 172.16.0.1")
+    assert sh(ns, "ip route show default metric 0").count("default") == 2
+    result = run_module(ns, "policy_route", {"dest": "default", "gateway": "172.16.0.1", "exclusive": True})
+    assert result["rc"] == 0 and result["changed"], result
+    assert result["added"] == []
+    assert sorted((r["gateway"], r["metric"]) for r in result["removed"]) == [("10.0.2.2", 0), ("10.0.2.3", 50)]
+    assert sh(ns, "ip route show default") == "default via 172.16.0.1 dev v0 \n"
+    assert not run_module(ns, "policy_route", {"dest": "default", "gateway": "172.16.0.1", "exclusive": True})["changed"]
+
+
+ECMP = {"dest": "198.51.100.0/24", "proto": "static", "metric": 5, "nexthops": [
+    {"gateway": "172.16.0.1", "device": "v0"}, {"gateway": "10.0.2.2", "device": "v0.100", "weight": 3}]}
+
+
+def test_ecmp_route_with_proto_in_check_mode_diff_idempotence_and_absent(ns, sh, run_module):
+    baseline = sh(ns, DUMP)
+    check = run_module(ns, "policy_route", ECMP, check=True)
+    assert check["rc"] == 0 and check["changed"], check
+    assert "nexthop via 172.16.0.1 dev v0 weight 1 nexthop via 10.0.2.2 dev v0.100 weight 3" in check["diff"]["after"]
+    assert sh(ns, DUMP) == baseline
+    result = run_module(ns, "policy_route", ECMP)
+    assert result["rc"] == 0 and result["changed"], result
+    shown = sh(ns, "ip route show 198.51.100.0/24")
+    assert "proto static metric 5" in shown and "nexthop via 172.16.0.1 dev v0 weight 1" in shown, shown
+    assert "nexthop via 10.0.2.2 dev v0.100 weight 3" in shown, shown
+    assert result["route"]["nexthops"] == [{"gateway": "172.16.0.1", "device": "v0", "weight": 1, "onlink": False},
+                                           {"gateway": "10.0.2.2", "device": "v0.100", "weight": 3, "onlink": False}]
+    assert not run_module(ns, "policy_route", ECMP)["changed"]
+    # the kernel picks the hops' devices when not given; another weight is another route
+    any_device = [{"gateway": h["gateway"], "weight": h.get("weight", 1)} for h in ECMP["nexthops"]]
+    assert not run_module(ns, "policy_route", dict(ECMP, nexthops=any_device))["changed"]
+    heavier = run_module(ns, "policy_route", dict(ECMP, nexthops=[ECMP["nexthops"][0], dict(ECMP["nexthops"][1], weight=4)]))
+    assert heavier["changed"] and heavier["removed"][0]["nexthops"][1]["weight"] == 3, heavier
+    assert "nexthop via 10.0.2.2 dev v0.100 weight 4" in sh(ns, "ip route show 198.51.100.0/24")
+    assert run_module(ns, "policy_route", {"dest": "198.51.100.0/24", "metric": 5, "state": "absent"})["changed"]
+    assert sh(ns, DUMP) == baseline
+
+
+def test_exclusive_returns_ecmp_proto_and_onlink_routes_as_options_that_restore_them(ns, sh, run_module):
+    sh(ns, "ip route flush default"
+           " && ip route add default proto static nexthop via 10.0.2.2 dev v0.100 nexthop via 192.0.2.1 dev v0 weight 2 onlink"
+           " && ip route add default via 192.0.2.7 dev v0.100 onlink proto dhcp metric 50")
+    baseline = sh(ns, DUMP)
+    result = run_module(ns, "policy_route", {"dest": "default", "gateway": "172.16.0.1", "exclusive": True})
+    assert result["rc"] == 0 and result["changed"], result
+    assert sh(ns, "ip route show default") == "default via 172.16.0.1 dev v0 \n"
+    ecmp, onlink = sorted(result["removed"], key=lambda r: r["metric"])
+    assert (ecmp["gateway"], ecmp["device"], ecmp["proto"], len(ecmp["nexthops"])) == (None, None, "static", 2), ecmp
+    assert ecmp["nexthops"][1] == {"gateway": "192.0.2.1", "device": "v0", "weight": 2, "onlink": True}
+    assert (onlink["gateway"], onlink["device"], onlink["proto"], onlink["onlink"]) == ("192.0.2.7", "v0.100", "dhcp", True)
+    assert run_module(ns, "policy_route", {"dest": "default", "gateway": "172.16.0.1", "state": "absent"})["changed"]
+    for route in result["removed"]:
+        restored = run_module(ns, "policy_route", route)
+        assert restored["rc"] == 0 and restored["changed"], restored
+        assert not run_module(ns, "policy_route", route)["changed"]
+    assert sh(ns, DUMP) == baseline

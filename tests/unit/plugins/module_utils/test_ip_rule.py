@@ -26,6 +26,10 @@ def want(**params):
     ({"from": "all", "to": "10.0.0.0/8"}, {"to": "10.0.0.0/8"}),
     ({"from": "2001:db8::/32"}, {"from": "2001:db8::/32", "family": "ipv6"}),
     ({"table": "local"}, {"table": 255}),
+    ({"from": "0.0.0.0/0", "table": 100}, {"from": "all", "table": 100}),
+    ({"to": "0.0.0.0/0", "fwmark": 1}, {"fwmark": 1}),
+    ({"from": "::/0", "to": "::/0"}, {"family": "ipv6"}),
+    ({"from": "::/0", "to": "2001:db8::/32"}, {"to": "2001:db8::/32"}),
 ])
 def test_equivalent_spellings_normalise_alike(a, b):
     assert want(**a) == want(**b)
@@ -40,6 +44,8 @@ def test_defaults():
 
 @pytest.mark.parametrize("params, message", [
     ({"from": "10.0.0.0/8", "to": "2001:db8::/32"}, "mix IPv4 and IPv6"),
+    ({"from": "0.0.0.0/0", "to": "::/0"}, "mix IPv4 and IPv6"),
+    ({"family": "ipv4", "from": "::/0"}, "does not match"),
     ({"family": "ipv6", "from": "10.0.0.1"}, "does not match"),
     ({"fwmask": "0xff"}, "fwmask needs fwmark"),
     ({"fwmark": "0x100", "fwmask": "0xff"}, "bits outside fwmask"),
@@ -193,3 +199,11 @@ def test_removal_failure_rolls_back_earlier_removals():
         ip_rule.ensure(ipr, {"priority": 100, "fwmark": 1, "table": 100, "state": "absent"})
     assert info.value.rolled_back
     assert [c[1] for c in ipr.calls] == ["del", "add"]
+
+
+def test_zero_length_selector_matches_the_kernel_rule_dumped_without_it():
+    # `ip rule add from 0.0.0.0/0 lookup 100` is dumped with src_len 0 and no FRA_SRC
+    kernel = [ip_rule.from_netlink(m) for m in DEFAULTS + [rule_msg(300, 100)]]
+    assert not ip_rule.plan(want(**{"from": "0.0.0.0/0", "priority": 300, "table": 100}), kernel, "present").changed
+    gone = ip_rule.plan(want(**{"to": "0.0.0.0/0", "priority": 300, "table": 100}), kernel, "absent")
+    assert [r.render() for r in gone.to_remove] == ["300: from all lookup 100"]

@@ -67,6 +67,16 @@ def test_scopes_like_iproute2():
     ({"dest": "default", "device": "eth0", "metric": -1}, "out of range"),
     ({"dest": "default", "device": "eth0", "type": "nat"}, "must be one of"),
     ({"dest": "default", "device": "bad name"}, "not a valid interface name"),
+    ({"dest": "default", "nexthops": [{"gateway": "10.0.2.2"}]}, "one next hop"),
+    ({"dest": "default", "gateway": "10.0.2.1", "nexthops": [{"gateway": "10.0.2.2"}, {"gateway": "10.0.3.2"}]}, "either nexthops"),
+    ({"dest": "default", "nexthops": [{"gateway": "10.0.2.2"}, {"weight": 2}]}, r"nexthops\[2\] needs a gateway or a device"),
+    ({"dest": "default", "nexthops": [{"gateway": "10.0.2.2"}, {"gateway": "10.0.3.2", "weight": 257}]}, "weight 257 is out of range"),
+    ({"dest": "default", "nexthops": [{"gateway": "10.0.2.2"}, {"gateway": "2001:db8::1"}]}, "mix IPv4 and IPv6"),
+    ({"dest": "default", "nexthops": [{"gateway": "10.0.2.2"}, {"gateway": "10.0.3.2", "onlink": True}]}, "onlink needs a gateway and a device"),
+    ({"dest": "default", "nexthops": [{"gateway": "10.0.2.2"}, {"gateway": "10.0.3.2"}], "type": "blackhole"}, "nexthops are only for unicast"),
+    ({"dest": "default", "gateway": "192.0.2.1", "onlink": True}, "onlink needs a gateway and a device"),
+    ({"dest": "default", "device": "eth0", "proto": 256}, "proto 256 is out of range"),
+    ({"dest": "default", "device": "eth0", "proto": "nosuchproto"}, "neither a number"),
 ])
 def test_validation_errors(params, message):
     with pytest.raises(ValidationError, match=message):
@@ -85,7 +95,7 @@ def test_from_netlink_and_render():
     gw = pr.from_netlink(default_via("10.0.2.2", metric=50, oif=3), NAMES)
     assert gw.render() == "default via 10.0.2.2 dev eth0.100 table main metric 50"
     assert gw.as_params() == {"family": "ipv4", "table": 254, "dest": "0.0.0.0/0", "type": "unicast", "gateway": "10.0.2.2",
-                              "device": "eth0.100", "source": None, "metric": 50}
+                              "device": "eth0.100", "source": None, "metric": 50, "proto": "boot", "onlink": False, "nexthops": []}
     big = pr.from_netlink(route_msg("10.9.0.0", 16, table=1000, RTA_GATEWAY="172.16.0.1", RTA_OIF=2, RTA_PRIORITY=5), NAMES)
     assert big.table == 1000 and big.render() == "10.9.0.0/16 via 172.16.0.1 dev eth0 table 1000 metric 5"
 
@@ -93,8 +103,66 @@ def test_from_netlink_and_render():
 def test_multipath_route_renders_and_rolls_back_with_its_hops():
     hop = Msg([("RTA_GATEWAY", "10.0.2.2")], oif=2)
     route = pr.from_netlink(route_msg(table=254, RTA_MULTIPATH=[hop]), NAMES)
-    assert route.render() == "default nexthop via 10.0.2.2 dev eth0 table main"
-    assert route.netlink_args()["multipath"] == [{"gateway": "10.0.2.2", "oif": 2}]
+    assert route.render() == "default nexthop via 10.0.2.2 dev eth0 weight 1 table main"
+    assert route.netlink_args()["multipath"] == [{"gateway": "10.0.2.2", "oif": 2, "hops": 0}]
+
+
+ECMP = route_msg(table=254, proto=4, RTA_PRIORITY=20, RTA_MULTIPATH=[
+    Msg([("RTA_GATEWAY", "10.0.2.2")], oif=2, hops=0, flags=0),
+    Msg([("RTA_GATEWAY", "10.0.3.2")], oif=3, hops=2, flags=pr.RTNH_F_ONLINK),
+])
+ECMP_PARAMS = {"dest": "0.0.0.0/0", "table": 254, "metric": 20, "proto": "static", "nexthops": [
+    {"gateway": "10.0.2.2", "device": "eth0", "weight": 1, "onlink": False},
+    {"gateway": "10.0.3.2", "device": "eth0.100", "weight": 3, "onlink": True},
+]}
+
+
+def test_ecmp_route_with_proto_round_trips_through_the_module_options():
+    have = pr.from_netlink(ECMP, NAMES)
+    assert have.render() == ("default nexthop via 10.0.2.2 dev eth0 weight 1 nexthop via 10.0.3.2 dev eth0.100 weight 3 onlink"
+                             " table main proto static metric 20")
+    params = have.as_params()
+    assert (params["gateway"], params["device"], params["proto"], params["onlink"]) == (None, None, "static", False)
+    assert params["nexthops"] == ECMP_PARAMS["nexthops"]
+    # what the module returns in `removed` is a request for the same route
+    assert pr.satisfies(have, pr.normalise(params))
+    assert not pr.plan(want(**ECMP_PARAMS), [have], "present").changed
+    # devices not resolved (no oif yet); a hop without onlink may leave the device to the kernel
+    args = pr.normalise(dict(ECMP_PARAMS, nexthops=[dict(h, device=None) if not h["onlink"] else h for h in ECMP_PARAMS["nexthops"]])).netlink_args()
+    assert args["multipath"] == [{"gateway": "10.0.2.2", "hops": 0}, {"gateway": "10.0.3.2", "hops": 2, "flags": pr.RTNH_F_ONLINK}]
+    assert (args["proto"], args["scope"]) == (4, pr.SCOPE_UNIVERSE) and "gateway" not in args and "oif" not in args
+
+
+@pytest.mark.parametrize("change", [
+    {"nexthops": [dict(ECMP_PARAMS["nexthops"][0], weight=2), ECMP_PARAMS["nexthops"][1]]},
+    {"nexthops": [ECMP_PARAMS["nexthops"][0], dict(ECMP_PARAMS["nexthops"][1], onlink=False)]},
+    {"nexthops": list(reversed(ECMP_PARAMS["nexthops"]))},
+    {"nexthops": None, "gateway": "10.0.2.2"},
+    {"proto": "boot"},
+])
+def test_ecmp_route_with_other_hops_or_proto_is_replaced(change):
+    plan = pr.plan(want(**dict(ECMP_PARAMS, **change)), [pr.from_netlink(ECMP, NAMES)], "present")
+    assert plan.changed and len(plan.to_remove) == 1 and len(plan.to_add) == 1
+
+
+def test_proto_and_onlink_are_compared_only_when_given():
+    static_onlink = pr.from_netlink(route_msg(table=254, proto=4, flags=pr.RTNH_F_ONLINK, RTA_GATEWAY="192.0.2.1", RTA_OIF=2), NAMES)
+    assert static_onlink.render() == "default via 192.0.2.1 dev eth0 table main proto static onlink"
+    assert pr.satisfies(static_onlink, want(dest="default", gateway="192.0.2.1"))
+    assert pr.satisfies(static_onlink, pr.normalise(static_onlink.as_params()))
+    assert not pr.satisfies(static_onlink, want(dest="default", gateway="192.0.2.1", proto="dhcp"))
+    assert not pr.satisfies(static_onlink, want(dest="default", gateway="192.0.2.1", device="eth0", onlink=False))
+    args = want(dest="default", gateway="192.0.2.1", device="eth0", onlink=True, proto=16).netlink_args()
+    assert (args["flags"], args["proto"]) == (pr.RTNH_F_ONLINK, 16)
+    assert want(dest="default", gateway="192.0.2.1").netlink_args()["proto"] == pr.RTPROT_BOOT
+    gone = pr.plan(want(dest="default", proto="static", state="absent"), [static_onlink], "absent")
+    assert gone.to_remove == [static_onlink]
+    assert not pr.plan(want(dest="default", proto="kernel", state="absent"), [static_onlink], "absent").changed
+
+
+def test_ipv6_ecmp_nexthops_set_the_family():
+    route = want(dest="default", nexthops=[{"gateway": "2001:db8::1"}, {"gateway": "2001:db8::2", "weight": 2}])
+    assert (route.family, str(route.dest), route.metric) == (6, "::/0", 1024)
 
 
 def test_read_routes_skips_cloned_and_other_tables():
@@ -132,6 +200,16 @@ def test_plan_other_metric_is_another_route_unless_exclusive():
     assert [r.gateway for r in plan.to_remove] == [ipaddress.ip_address("10.0.2.3")] and not plan.to_add
     plan = pr.plan(want(dest="default", gateway="172.16.0.1"), routes, "present", exclusive=True)
     assert len(plan.to_remove) == 2 and plan.after == ["default via 172.16.0.1 table main"]
+
+
+def test_plan_exclusive_removes_routes_sharing_the_key_of_the_route_that_stays():
+    # `ip route append default via 172.16.0.1` next to `default via 10.0.2.2`: same key, both kept by the kernel
+    routes = kernel(default_via("10.0.2.2"), default_via("172.16.0.1", oif=3), default_via("10.0.2.3", metric=50))
+    plan = pr.plan(want(dest="default", gateway="172.16.0.1"), routes, "present", exclusive=True)
+    assert not plan.to_add
+    assert sorted(str(r.gateway) for r in plan.to_remove) == ["10.0.2.2", "10.0.2.3"]
+    assert plan.after == ["default via 172.16.0.1 dev eth0.100 table main"]
+    assert not pr.plan(want(dest="default", gateway="172.16.0.1"), routes, "present").changed
 
 
 def test_plan_absent_matches_type_and_given_nexthop():

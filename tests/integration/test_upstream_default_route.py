@@ -1,0 +1,99 @@
+"""Real-kernel test of the upstream_default_route role's restore path: ansible-playbook runs the role on
+localhost (connection local) inside a throwaway network namespace, present (twice) then absent, and the
+main table must be what it was before, whatever default route the host had (issue 13, defect 3)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+PLAYBOOK = """
+- name: Upstream default route via the proxy, then back
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Route via the proxy
+      ansible.builtin.include_role:
+        name: netops.ip_transparency.upstream_default_route
+      vars:
+        upstream_default_route_state: present
+
+    - name: Route via the proxy again (the saved record is kept)
+      ansible.builtin.include_role:
+        name: netops.ip_transparency.upstream_default_route
+      vars:
+        upstream_default_route_state: present
+
+    - name: Read the default routes while the role's route is in place
+      ansible.builtin.command: ip -j route show default table main
+      register: during
+      changed_when: false
+
+    - name: Only the role's route is there
+      ansible.builtin.assert:
+        that:
+          - during.stdout | from_json | length == 1
+          - (during.stdout | from_json)[0]['gateway'] == '172.16.0.1'
+
+    - name: Put the old default route(s) back
+      ansible.builtin.include_role:
+        name: netops.ip_transparency.upstream_default_route
+      vars:
+        upstream_default_route_state: absent
+"""
+
+# (a) a plain default route with proto static and onlink; (b) an ECMP default route with two weighted next
+# hops (no top-level gateway or device); (c) both of them at other metrics, with a preferred source
+DEFAULTS = {
+    "static_onlink": ["ip route add default via 10.0.2.2 dev d1 proto static onlink"],
+    "ecmp": ["ip route add default proto static nexthop via 10.0.2.2 dev d1 weight 1 nexthop via 10.0.3.2 dev d2 weight 3"],
+    "several": [
+        "ip route add default via 192.0.2.1 dev d1 onlink metric 10 src 10.0.2.15",
+        "ip route add default metric 20 nexthop via 10.0.2.2 dev d1 nexthop via 10.0.3.2 dev d2 onlink",
+    ],
+}
+
+
+def _routes(sh, ns):
+    return json.loads(sh(ns, "ip -j route show table main"))
+
+
+@pytest.fixture
+def upstream(netns, sh):
+    """d0 on the proxy's network 172.16.0.0/24 (the proxy is .1), d1 and d2 on two uplinks."""
+    name = netns()
+    for index, net in enumerate(("172.16.0", "10.0.2", "10.0.3")):
+        sh(name, "ip link add d{i} type veth peer name p{i} && ip link set d{i} addrgenmode none"
+                 " && ip link set p{i} addrgenmode none && ip link set d{i} up && ip link set p{i} up"
+                 " && ip addr add {net}.15/24 dev d{i}".format(i=index, net=net))
+    return name
+
+
+@pytest.mark.parametrize("case", sorted(DEFAULTS))
+def test_absent_restores_the_default_routes_the_role_replaced(upstream, sh, tmp_path, case):
+    for command in DEFAULTS[case]:
+        sh(upstream, command)
+    before = _routes(sh, upstream)
+    playbook = tmp_path / "playbook.yml"
+    playbook.write_text(PLAYBOOK)
+    extra = tmp_path / "vars.json"
+    extra.write_text(json.dumps({
+        "ansible_python_interpreter": sys.executable,
+        "upstream_default_route_gateway": "172.16.0.1",
+        "upstream_default_route_persist": False,
+        "upstream_default_route_controller_address": "172.16.0.5",
+        # keep the record out of the host's /etc
+        "__upstream_default_route_fact_file": str(tmp_path / "facts.d" / "netops_upstream_default_route.fact"),
+    }))
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".collections"),
+               ANSIBLE_NOCOLOR="1", ANSIBLE_LOCAL_TEMP=str(tmp_path / "local-tmp"), ANSIBLE_REMOTE_TEMP=str(tmp_path / "remote-tmp"))
+    cmd = ["ip", "netns", "exec", upstream, os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
+           "-i", "localhost,", "-c", "local", "-e", "@%s" % extra, str(playbook)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    assert _routes(sh, upstream) == before
+    assert not (tmp_path / "facts.d" / "netops_upstream_default_route.fact").exists()
