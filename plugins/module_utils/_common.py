@@ -13,7 +13,10 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import errno
 import ipaddress
+import os
+import sys
 import traceback
 
 try:
@@ -143,11 +146,41 @@ class Plan(object):
         }
 
 
+def error_cause(exc):
+    """The cause of an unexpected error in words: path, strerror and errno of an OSError, code and
+    strerror of a netlink error (pyroute2's NetlinkError), else the exception's type and text."""
+    number = getattr(exc, "errno", None) if isinstance(exc, EnvironmentError) else getattr(exc, "code", None)
+    if isinstance(number, int) and number > 0:
+        text = getattr(exc, "strerror", None) or os.strerror(number)
+        name = errno.errorcode.get(number, "?")
+        if isinstance(exc, EnvironmentError):
+            path = getattr(exc, "filename", None)
+            return "%s%s (errno %d, %s)" % ("%s: " % path if path else "", text, number, name)
+        return "netlink error %d (%s): %s" % (number, name, text)
+    return "%s: %s" % (type(exc).__name__, exc)
+
+
+def error_site(tb):
+    """Where an error was raised, as ``file line N (function)``: the innermost frame of this collection's
+    plugins (the code that made the failing call), else the innermost frame."""
+    frames = []
+    while tb is not None:
+        frames.append((tb.tb_frame.f_code, tb.tb_lineno))
+        tb = tb.tb_next
+    if not frames:
+        return "unknown place"
+    ours = [frame for frame in frames if "/netops/ip_transparency/" in frame[0].co_filename.replace(os.sep, "/")]
+    code, line = (ours or frames)[-1]
+    return "%s line %d (%s)" % (os.path.basename(code.co_filename), line, getattr(code, "co_qualname", code.co_name).replace("<locals>.", ""))
+
+
 def outcome(action, diff):
-    """Run ``action()`` (a state module's work) and say how the module should end.
+    """Run ``action()`` (a module's work) and say how the module should end.
 
     Returns ``(True, result)`` for ``exit_json`` or ``(False, failure)`` for ``fail_json``: domain
-    errors become a message (with ``rolled_back`` for an ApplyError), and the ``diff`` key is kept only
+    errors become a message (with ``rolled_back`` for an ApplyError); any other error (an OSError from
+    /proc or a file, a netlink error, a bug) becomes a message naming where it happened and its cause
+    (errno/strerror, netlink code), with the traceback in ``exception``. The ``diff`` key is kept only
     when Ansible asked for one. Deciding here keeps the modules free of the same try/except.
     """
     try:
@@ -156,6 +189,12 @@ def outcome(action, diff):
         return False, {"msg": str(exc), "rolled_back": exc.rolled_back}
     except NetopsError as exc:
         return False, {"msg": str(exc)}
+    except Exception as exc:  # pylint: disable=broad-except
+        # nothing above caught it: name it, so that the module fails cleanly rather than with a raw traceback
+        return False, {
+            "msg": "unexpected error in %s: %s" % (error_site(sys.exc_info()[2].tb_next), error_cause(exc)),
+            "exception": traceback.format_exc(),
+        }
     if not diff:
         result.pop("diff", None)
     return True, result

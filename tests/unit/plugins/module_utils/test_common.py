@@ -1,5 +1,7 @@
 """Unit tests of common.py: address parsing and the modules' shared outcome."""
 
+import errno
+
 import pytest
 
 from ansible_collections.netops.ip_transparency.plugins.module_utils import _common as common
@@ -38,9 +40,30 @@ def test_outcome_turns_domain_errors_into_failures():
     assert common.outcome(bad_input, diff=True) == (False, {"msg": "unknown interface 'eth9'"})
 
 
-def test_outcome_lets_other_errors_through():
+def test_outcome_names_an_os_error_with_its_path_and_errno():
+    def read():
+        raise OSError(errno.ENOENT, "No such file or directory", "/proc/sys/net/ipv4/conf/eth9/rp_filter")
+
+    ok, failure = common.outcome(read, diff=True)
+    assert not ok
+    assert failure["msg"].startswith("unexpected error in test_common.py line ")
+    assert failure["msg"].endswith(".read): /proc/sys/net/ipv4/conf/eth9/rp_filter: No such file or directory (errno 2, ENOENT)")
+    assert "Traceback" in failure["exception"] and "OSError" in failure["exception"]
+
+
+def test_outcome_names_a_netlink_error_with_its_code():
+    def dump():
+        raise common.NetlinkError(errno.EPERM, "Operation not permitted")
+
+    ok, failure = common.outcome(dump, diff=False)
+    assert not ok and failure["msg"].endswith("netlink error 1 (EPERM): Operation not permitted"), failure
+    assert "NetlinkError" in failure["exception"]
+
+
+def test_outcome_turns_a_bug_into_a_failure_with_its_traceback():
     def broken():
         raise KeyError("bug")
 
-    with pytest.raises(KeyError):
-        common.outcome(broken, diff=True)
+    ok, failure = common.outcome(broken, diff=True)
+    assert not ok and failure["msg"].endswith("KeyError: 'bug'"), failure
+    assert "Traceback" in failure["exception"]
