@@ -149,20 +149,19 @@ removed:
   sample: []
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
-from ansible_collections.netops.ip_transparency.plugins.module_utils._common import (
-    HAS_PYROUTE2,
-    PYROUTE2_IMPORT_ERROR,
-    IPRoute,
-    outcome,
-)
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import IPRoute
 from ansible_collections.netops.ip_transparency.plugins.module_utils._ip_rule import ensure
+from ansible_collections.netops.ip_transparency.plugins.module_utils._module import run_module
+
+
+def apply(module):
+    with IPRoute() as ipr:
+        return ensure(ipr, module.params, check_mode=module.check_mode)
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
+    run_module(
+        dict(
             priority=dict(type="int"),
             family=dict(type="str", choices=["ipv4", "ipv6"]),
             to=dict(type="str"),
@@ -175,19 +174,8 @@ def main():
             state=dict(type="str", default="present", choices=["present", "absent"]),
             **{"from": dict(type="str")}
         ),
-        supports_check_mode=True,
+        apply,
     )
-    if not HAS_PYROUTE2:
-        module.fail_json(msg=missing_required_lib("pyroute2"), exception=PYROUTE2_IMPORT_ERROR)
-
-    def apply():
-        with IPRoute() as ipr:
-            return ensure(ipr, module.params, check_mode=module.check_mode)
-
-    ok, result = outcome(apply, module._diff)
-    if not ok:
-        module.fail_json(**result)
-    module.exit_json(**result)
 
 
 if __name__ == "__main__":

@@ -160,20 +160,19 @@ removed:
             "device": "eth0", "source": null, "metric": 0}]
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
-from ansible_collections.netops.ip_transparency.plugins.module_utils._common import (
-    HAS_PYROUTE2,
-    PYROUTE2_IMPORT_ERROR,
-    IPRoute,
-    outcome,
-)
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import IPRoute
+from ansible_collections.netops.ip_transparency.plugins.module_utils._module import run_module
 from ansible_collections.netops.ip_transparency.plugins.module_utils._policy_route import ensure
 
 
+def apply(module):
+    with IPRoute() as ipr:
+        return ensure(ipr, module.params, check_mode=module.check_mode)
+
+
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
+    run_module(
+        dict(
             dest=dict(type="str", required=True),
             type=dict(type="str", default="unicast", choices=["unicast", "local", "blackhole", "unreachable", "prohibit", "throw"]),
             gateway=dict(type="str"),
@@ -185,19 +184,8 @@ def main():
             exclusive=dict(type="bool", default=False),
             state=dict(type="str", default="present", choices=["present", "absent"]),
         ),
-        supports_check_mode=True,
+        apply,
     )
-    if not HAS_PYROUTE2:
-        module.fail_json(msg=missing_required_lib("pyroute2"), exception=PYROUTE2_IMPORT_ERROR)
-
-    def apply():
-        with IPRoute() as ipr:
-            return ensure(ipr, module.params, check_mode=module.check_mode)
-
-    ok, result = outcome(apply, module._diff)
-    if not ok:
-        module.fail_json(**result)
-    module.exit_json(**result)
 
 
 if __name__ == "__main__":

@@ -115,15 +115,13 @@ sysctl_file:
   sample: /etc/sysctl.d/60-netops-rp-filter.conf
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.netops.ip_transparency.plugins.module_utils._common import outcome
+from ansible_collections.netops.ip_transparency.plugins.module_utils._module import run_module
 from ansible_collections.netops.ip_transparency.plugins.module_utils._rp_filter import DEFAULT_SYSCTL_FILE, ensure
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
+    run_module(
+        dict(
             interfaces=dict(type="list", elements="str", required=True),
             value=dict(type="raw"),
             effective=dict(type="bool", default=True),
@@ -131,13 +129,10 @@ def main():
             sysctl_file=dict(type="path", default=DEFAULT_SYSCTL_FILE),
             state=dict(type="str", default="present", choices=["present", "absent"]),
         ),
+        lambda module: ensure(module.params, check_mode=module.check_mode),
+        needs_pyroute2=False,
         required_if=[("state", "present", ["value"])],
-        supports_check_mode=True,
     )
-    ok, result = outcome(lambda: ensure(module.params, check_mode=module.check_mode), module._diff)
-    if not ok:
-        module.fail_json(**result)
-    module.exit_json(**result)
 
 
 if __name__ == "__main__":

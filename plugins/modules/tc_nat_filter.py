@@ -313,19 +313,13 @@ rolled_back:
   sample: true
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
-from ansible_collections.netops.ip_transparency.plugins.module_utils._common import (
-    HAS_PYROUTE2,
-    PYROUTE2_IMPORT_ERROR,
-    outcome,
-)
+from ansible_collections.netops.ip_transparency.plugins.module_utils._module import run_module
 from ansible_collections.netops.ip_transparency.plugins.module_utils._nat.run import run
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
+    run_module(
+        dict(
             device=dict(type="str", required=True),
             backend=dict(type="str", default="auto", choices=["auto", "tc", "nftables"]),
             rules=dict(
@@ -346,14 +340,8 @@ def main():
             unit_dir=dict(type="path", default="/etc/systemd/system"),
             state=dict(type="str", default="present", choices=["present", "absent"]),
         ),
-        supports_check_mode=True,
+        lambda module: run(module.params, check_mode=module.check_mode),
     )
-    if not HAS_PYROUTE2:
-        module.fail_json(msg=missing_required_lib("pyroute2"), exception=PYROUTE2_IMPORT_ERROR)
-    ok, result = outcome(lambda: run(module.params, check_mode=module.check_mode), module._diff)
-    if not ok:
-        module.fail_json(**result)
-    module.exit_json(**result)
 
 
 if __name__ == "__main__":

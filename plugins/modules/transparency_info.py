@@ -99,37 +99,33 @@ transparency:
   sample: {"sysctl": {"ip_forward": "1", "rp_filter": {"eth1": {"configured": "strict", "effective": "strict"}}}}
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
-from ansible_collections.netops.ip_transparency.plugins.module_utils._common import HAS_PYROUTE2, IPRoute, PYROUTE2_IMPORT_ERROR, NetopsError
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import IPRoute
+from ansible_collections.netops.ip_transparency.plugins.module_utils._module import run_module
 from ansible_collections.netops.ip_transparency.plugins.module_utils._transparency_info import gather
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            tables=dict(type="list", elements="raw", default=["main"]),
-            destinations=dict(type="list", elements="str", default=[]),
-            nginx=dict(type="bool", default=False),
-        ),
-        supports_check_mode=True,
-    )
-    if not HAS_PYROUTE2:
-        module.fail_json(msg=missing_required_lib("pyroute2"), exception=PYROUTE2_IMPORT_ERROR)
-
+def snapshot(module):
     def run_command(argv):
         path = module.get_bin_path(argv[0], opt_dirs=["/usr/sbin", "/sbin"])
         if path is None:
             return 127, "", "%s: command not found" % argv[0]
         return module.run_command([path] + argv[1:])
 
-    try:
-        with IPRoute() as ipr:
-            facts = gather(ipr, run_command, tables=module.params["tables"], destinations=module.params["destinations"],
-                           nginx=module.params["nginx"])
-    except NetopsError as exc:
-        module.fail_json(msg=str(exc))
-    module.exit_json(changed=False, transparency=facts)
+    with IPRoute() as ipr:
+        facts = gather(ipr, run_command, tables=module.params["tables"], destinations=module.params["destinations"],
+                       nginx=module.params["nginx"])
+    return {"changed": False, "transparency": facts}
+
+
+def main():
+    run_module(
+        dict(
+            tables=dict(type="list", elements="raw", default=["main"]),
+            destinations=dict(type="list", elements="str", default=[]),
+            nginx=dict(type="bool", default=False),
+        ),
+        snapshot,
+    )
 
 
 if __name__ == "__main__":
