@@ -108,6 +108,43 @@ def check_range(value, low, high, what):
     return number
 
 
+IFNAMSIZ = 16  # the kernel's buffer for a device name, its NUL included
+# isspace() of the kernel's lib/ctype.c: the ASCII white space and byte 0xa0
+KERNEL_SPACES = frozenset(bytearray(b" \t\n\v\f\r\xa0"))
+
+
+def check_ifname(name, what="interface"):
+    """Return ``name`` when the kernel would take it as a device name, else raise ValidationError.
+
+    The rules of the kernel's ``dev_valid_name()`` (net/core/dev.c), on the UTF-8 bytes of the name:
+    1 to IFNAMSIZ - 1 (15) bytes, not ``.`` or ``..``, no ``/``, no ``:`` and no white space (as the
+    kernel's isspace(), which counts byte 0xa0). A NUL would cut the name short, so it is refused too.
+    ``all`` and ``default`` pass: they are valid names (and rp_filter's sysctl directories).
+    None (an option not given) is returned as is; whether the device exists is checked later.
+    """
+    if name is None:
+        return None
+    text = str(name)
+    raw = bytearray(text.encode("utf-8"))
+    problem = None
+    if not raw:
+        problem = "it is empty"
+    elif len(raw) >= IFNAMSIZ:
+        problem = "it is %d bytes long, the kernel takes at most %d" % (len(raw), IFNAMSIZ - 1)
+    elif text in (".", ".."):
+        problem = "'.' and '..' are reserved"
+    else:
+        bad = sorted(set(chr(b) for b in raw if b in KERNEL_SPACES or b in bytearray(b"/:\0")))
+        if bad:
+            problem = "it contains %s" % ", ".join(repr(c) for c in bad)
+    if problem:
+        raise ValidationError(
+            "%s %r is not a valid interface name: %s (1-15 bytes, no '/', ':' or white space, not '.' or '..')"
+            % (what, name, problem)
+        )
+    return text
+
+
 def interface_index(ipr, name):
     """Return the ifindex of device ``name`` through an open IPRoute, or raise ValidationError."""
     found = ipr.link_lookup(ifname=name)

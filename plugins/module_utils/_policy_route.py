@@ -17,6 +17,7 @@ __metaclass__ = type
 from ansible_collections.netops.ip_transparency.plugins.module_utils._common import (
     ValidationError,
     Plan,
+    check_ifname,
     check_range,
     interface_index,
     interface_names,
@@ -31,7 +32,6 @@ from ansible_collections.netops.ip_transparency.plugins.module_utils._netlink im
     VERSION_BY_AF,
     UndoLog,
     attr,
-    check_ifname,
     msg_table,
     parse_family,
     parse_table,

@@ -67,3 +67,32 @@ def test_outcome_turns_a_bug_into_a_failure_with_its_traceback():
     ok, failure = common.outcome(broken, diff=True)
     assert not ok and failure["msg"].endswith("KeyError: 'bug'"), failure
     assert "Traceback" in failure["exception"]
+
+
+@pytest.mark.parametrize("name", ["eth0", "eth0.100", "all", "default", "x" * 15, "veth-a_b@c", "br=0", "\u00e9th0"])
+def test_check_ifname_takes_what_the_kernel_takes(name):
+    assert common.check_ifname(name, "device") == name
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("", "empty"),
+    ("x" * 16, "16 bytes long"),
+    ("\u00e9" * 8, "16 bytes long"),  # 8 characters, 16 UTF-8 bytes: IFNAMSIZ counts bytes
+    (".", "reserved"),
+    ("..", "reserved"),
+    ("a/b", "'/'"),
+    ("eth0:1", "':'"),  # an address label, not a device name (dev_valid_name refuses ':')
+    ("bad name", "' '"),
+    ("tab\tname", "'\\t'"),
+    ("nl\n", "'\\n'"),
+    ("nul\x00", "'\\x00'"),
+    ("\u00e0", "'\\xa0'"),  # U+00E0 is C3 A0 in UTF-8: the kernel's isspace() counts 0xa0
+])
+def test_check_ifname_refuses_what_the_kernel_refuses(name, problem):
+    with pytest.raises(common.ValidationError) as err:
+        common.check_ifname(name, "iif")
+    assert str(err.value).startswith("iif %r is not a valid interface name: " % name) and problem in str(err.value)
+
+
+def test_check_ifname_passes_an_option_not_given():
+    assert common.check_ifname(None) is None
