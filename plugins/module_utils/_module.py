@@ -22,18 +22,27 @@ from ansible_collections.netops.ip_transparency.plugins.module_utils._common imp
 )
 
 
-def run_module(argument_spec, work, needs_pyroute2=True, **module_args):
+def run_module(argument_spec, work, needs_pyroute2=True, opened=None, **module_args):
     """Run one module and end it; never returns.
 
     ``work(module)`` does the module's job and returns its result dict (``changed``, ``diff``, the
     return values); it raises the collection's errors (NetopsError) for failures it foresees. Every
-    module supports check mode: ``work`` reads ``module.check_mode``. ``module_args`` go to
-    AnsibleModule (``required_if``, ``mutually_exclusive``...).
+    module supports check mode: ``work`` reads ``module.check_mode``. With ``opened`` (a context
+    manager factory the module chooses, such as pyroute2's IPRoute) it is ``work(module, handle)``
+    inside ``with opened() as handle``, so that an error opening it ends the module the same way.
+    ``module_args`` go to AnsibleModule (``required_if``, ``mutually_exclusive``...).
     """
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True, **module_args)
     if needs_pyroute2 and not HAS_PYROUTE2:
         module.fail_json(msg=missing_required_lib("pyroute2"), exception=PYROUTE2_IMPORT_ERROR)
-    ok, result = outcome(lambda: work(module), module._diff)
+
+    def act():
+        if opened is None:
+            return work(module)
+        with opened() as handle:
+            return work(module, handle)
+
+    ok, result = outcome(act, module._diff)
     if ok:
         module.exit_json(**result)
     module.fail_json(**result)

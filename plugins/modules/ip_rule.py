@@ -154,11 +154,6 @@ from ansible_collections.netops.ip_transparency.plugins.module_utils._ip_rule im
 from ansible_collections.netops.ip_transparency.plugins.module_utils._module import run_module
 
 
-def apply(module):
-    with IPRoute() as ipr:
-        return ensure(ipr, module.params, check_mode=module.check_mode)
-
-
 def main():
     run_module(
         dict(
@@ -174,7 +169,8 @@ def main():
             state=dict(type="str", default="present", choices=["present", "absent"]),
             **{"from": dict(type="str")}
         ),
-        apply,
+        lambda module, ipr: ensure(ipr, module.params, check_mode=module.check_mode),
+        opened=IPRoute,
     )
 
 

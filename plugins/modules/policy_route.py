@@ -165,11 +165,6 @@ from ansible_collections.netops.ip_transparency.plugins.module_utils._module imp
 from ansible_collections.netops.ip_transparency.plugins.module_utils._policy_route import ensure
 
 
-def apply(module):
-    with IPRoute() as ipr:
-        return ensure(ipr, module.params, check_mode=module.check_mode)
-
-
 def main():
     run_module(
         dict(
@@ -184,7 +179,8 @@ def main():
             exclusive=dict(type="bool", default=False),
             state=dict(type="str", default="present", choices=["present", "absent"]),
         ),
-        apply,
+        lambda module, ipr: ensure(ipr, module.params, check_mode=module.check_mode),
+        opened=IPRoute,
     )
 
 

@@ -104,16 +104,15 @@ from ansible_collections.netops.ip_transparency.plugins.module_utils._module imp
 from ansible_collections.netops.ip_transparency.plugins.module_utils._transparency_info import gather
 
 
-def snapshot(module):
+def snapshot(module, ipr):
     def run_command(argv):
         path = module.get_bin_path(argv[0], opt_dirs=["/usr/sbin", "/sbin"])
         if path is None:
             return 127, "", "%s: command not found" % argv[0]
         return module.run_command([path] + argv[1:])
 
-    with IPRoute() as ipr:
-        facts = gather(ipr, run_command, tables=module.params["tables"], destinations=module.params["destinations"],
-                       nginx=module.params["nginx"])
+    facts = gather(ipr, run_command, tables=module.params["tables"], destinations=module.params["destinations"],
+                   nginx=module.params["nginx"])
     return {"changed": False, "transparency": facts}
 
 
@@ -125,6 +124,7 @@ def main():
             nginx=dict(type="bool", default=False),
         ),
         snapshot,
+        opened=IPRoute,
     )
 
 
