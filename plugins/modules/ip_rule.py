@@ -23,16 +23,11 @@ description:
     C(1) and O(table) C(main) equals C(254).
   - The IP transparency setup of NGINX needs C(ip rule add fwmark 1 lookup 100), that is
     O(fwmark=1), O(table=100) (with a fixed O(priority) so the rule is easy to find again).
-author:
-  - netops maintainers (@netops)
-requirements:
-  - pyroute2 >= 0.7.2
+extends_documentation_fragment:
+  - netops.ip_transparency.common
+  - netops.ip_transparency.pyroute2
 attributes:
-  check_mode:
-    support: full
-    description: Computes and reports the change (and its diff) without touching the kernel.
   diff_mode:
-    support: full
     description: Shows the rules of the family before and after, one C(ip rule)-like line each.
 options:
   priority:
@@ -92,7 +87,6 @@ options:
     choices: [present, absent]
     default: present
 notes:
-  - Rules live in the network namespace the module runs in.
   - Rules are not persistent; run the module at boot (or from a role's handler) to restore them.
 seealso:
   - module: netops.ip_transparency.policy_route

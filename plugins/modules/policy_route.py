@@ -22,16 +22,11 @@ description:
     removed are returned in RV(removed), as module options, so a role can put them back on teardown.
   - Addresses are compared after normalisation, so C(172.16.0.11) equals C(172.16.0.11/32) and O(table) C(main)
     equals C(254).
-author:
-  - netops maintainers (@netops)
-requirements:
-  - pyroute2 >= 0.7.2
+extends_documentation_fragment:
+  - netops.ip_transparency.common
+  - netops.ip_transparency.pyroute2
 attributes:
-  check_mode:
-    support: full
-    description: Computes and reports the change (and its diff) without touching the kernel.
   diff_mode:
-    support: full
     description: Shows the routes to O(dest) in O(table) before and after, one C(ip route)-like line each.
 options:
   dest:
@@ -92,7 +87,7 @@ options:
     choices: [present, absent]
     default: present
 notes:
-  - Routes live in the network namespace the module runs in and are not persistent.
+  - Routes are not persistent; run the module at boot (or from a role's handler) to restore them.
   - Changes are transactional - when a later kernel change fails, the earlier ones are undone and the module fails
     with C(rolled_back=true).
 seealso:

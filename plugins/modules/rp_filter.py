@@ -23,14 +23,10 @@ description:
     O(sysctl_file)) and removes its persisted lines, once no listed interface needs a key any more.
   - Transparent proxying and Direct Server Return make packets arrive with source addresses the reverse path
     does not lead back through, which strict filtering silently drops.
-author:
-  - netops maintainers (@netops)
+extends_documentation_fragment:
+  - netops.ip_transparency.common
 attributes:
-  check_mode:
-    support: full
-    description: Computes and reports the change (and its diff) without writing /proc or the file.
   diff_mode:
-    support: full
     description: Shows the sysctl values (and the managed file when it changes) before and after.
 options:
   interfaces:

@@ -50,19 +50,15 @@ description:
   - Writing one backend removes what the module wrote with the other on the same device, so that packets are
     never rewritten twice. If applying fails half-way, what was applied is undone and the module fails with
     RV(rolled_back=true).
-author:
-  - netops maintainers (@netops)
 requirements:
-  - pyroute2 >= 0.7.2
   - for the V(tc) backend, a kernel with the tc C(nat) action (CONFIG_NET_ACT_NAT, act_nat) and htb and u32, and with
     O(exclude_destinations) the C(gact) action (CONFIG_NET_ACT_GACT, act_gact)
   - for the V(nftables) backend, the C(nft) command and a kernel with the netdev egress hook (5.16 or later)
+extends_documentation_fragment:
+  - netops.ip_transparency.common
+  - netops.ip_transparency.pyroute2
 attributes:
-  check_mode:
-    support: full
-    description: Reads the device's state and reports the change and its diff without touching anything.
   diff_mode:
-    support: full
     description: Shows the module's objects before and after, C(tc)-like and C(nft)-like lines.
 options:
   device:
@@ -173,8 +169,7 @@ options:
     choices: [present, absent]
     default: present
 notes:
-  - The objects live in the network namespace the module runs in and do not survive a reboot unless O(persist=true)
-    (for the host's own network namespace, with systemd).
+  - The objects do not survive a reboot unless O(persist=true) (for the host's own network namespace, with systemd).
   - Only one caller should manage a device; the module owns the whole rule set of that device.
   - Stateless matching needs the ports, which only the first fragment of a fragmented IPv4 datagram carries; the
     other fragments keep the upstream's source (with either backend, as with the article's commands). Keep the
@@ -277,7 +272,9 @@ added:
   elements: dict
   sample: [{"src": "172.16.0.11/32", "protocol": "udp", "sport": 53, "nat_to": "192.168.99.10"}]
 removed:
-  description: The rules removed (normalised, collapsed).
+  description:
+    - The rules removed (normalised, collapsed) - with O(state=present) the device's rules that were not listed, with
+      O(state=absent) the listed rules that were there (every rule when none is listed).
   returned: always
   type: list
   elements: dict

@@ -20,15 +20,10 @@ description:
     whether the kernel has the tc C(nat) action, the nftables ruleset and, optionally, nginx's configuration
     (C(nginx -T)), its processes' privileges and its error log lines about transparent binding.
   - Reads through the same code as the ip_rule, policy_route, rp_filter and tc_nat_filter modules.
-author:
-  - netops maintainers (@netops)
-attributes:
-  check_mode:
-    support: full
-    description: Reads only; check mode changes nothing either.
-  diff_mode:
-    support: none
-    description: Nothing changes, so there is nothing to diff.
+extends_documentation_fragment:
+  - netops.ip_transparency.common.info
+  - netops.ip_transparency.common
+  - netops.ip_transparency.pyroute2
 options:
   tables:
     description: Routing tables to list (names or numbers).
@@ -45,7 +40,6 @@ options:
     type: bool
     default: false
 requirements:
-  - pyroute2
   - nft (optional - the ruleset and the nftables NAT backend)
 """
 
@@ -56,6 +50,10 @@ EXAMPLES = r"""
     destinations: [172.16.0.11, 192.168.99.1]
     nginx: true
   register: snapshot
+
+- name: Show the effective reverse-path filtering per interface
+  ansible.builtin.debug:
+    msg: "{{ snapshot.transparency.sysctl.rp_filter }}"
 """
 
 RETURN = r"""
