@@ -53,9 +53,6 @@ class ApplyError(NetopsError):
         self.rolled_back = rolled_back
 
 
-FAMILIES = {4: "ipv4", 6: "ipv6"}
-
-
 def parse_address(value, what="address"):
     """Return an ``ipaddress`` address for ``value`` or raise ValidationError."""
     try:
