@@ -13,7 +13,10 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import errno
 import ipaddress
+import os
+import sys
 import traceback
 
 try:
@@ -48,9 +51,6 @@ class ApplyError(NetopsError):
     def __init__(self, msg, rolled_back=False):
         super(ApplyError, self).__init__(msg)
         self.rolled_back = rolled_back
-
-
-FAMILIES = {4: "ipv4", 6: "ipv6"}
 
 
 def parse_address(value, what="address"):
@@ -105,6 +105,43 @@ def check_range(value, low, high, what):
     return number
 
 
+IFNAMSIZ = 16  # the kernel's buffer for a device name, its NUL included
+# isspace() of the kernel's lib/ctype.c: the ASCII white space and byte 0xa0
+KERNEL_SPACES = frozenset(bytearray(b" \t\n\v\f\r\xa0"))
+
+
+def check_ifname(name, what="interface"):
+    """Return ``name`` when the kernel would take it as a device name, else raise ValidationError.
+
+    The rules of the kernel's ``dev_valid_name()`` (net/core/dev.c), on the UTF-8 bytes of the name:
+    1 to IFNAMSIZ - 1 (15) bytes, not ``.`` or ``..``, no ``/``, no ``:`` and no white space (as the
+    kernel's isspace(), which counts byte 0xa0). A NUL would cut the name short, so it is refused too.
+    ``all`` and ``default`` pass: they are valid names (and rp_filter's sysctl directories).
+    None (an option not given) is returned as is; whether the device exists is checked later.
+    """
+    if name is None:
+        return None
+    text = str(name)
+    raw = bytearray(text.encode("utf-8"))
+    problem = None
+    if not raw:
+        problem = "it is empty"
+    elif len(raw) >= IFNAMSIZ:
+        problem = "it is %d bytes long, the kernel takes at most %d" % (len(raw), IFNAMSIZ - 1)
+    elif text in (".", ".."):
+        problem = "'.' and '..' are reserved"
+    else:
+        bad = sorted(set(chr(b) for b in raw if b in KERNEL_SPACES or b in bytearray(b"/:\0")))
+        if bad:
+            problem = "it contains %s" % ", ".join(repr(c) for c in bad)
+    if problem:
+        raise ValidationError(
+            "%s %r is not a valid interface name: %s (1-15 bytes, no '/', ':' or white space, not '.' or '..')"
+            % (what, name, problem)
+        )
+    return text
+
+
 def interface_index(ipr, name):
     """Return the ifindex of device ``name`` through an open IPRoute, or raise ValidationError."""
     found = ipr.link_lookup(ifname=name)
@@ -143,11 +180,41 @@ class Plan(object):
         }
 
 
+def error_cause(exc):
+    """The cause of an unexpected error in words: path, strerror and errno of an OSError, code and
+    strerror of a netlink error (pyroute2's NetlinkError), else the exception's type and text."""
+    number = getattr(exc, "errno", None) if isinstance(exc, EnvironmentError) else getattr(exc, "code", None)
+    if isinstance(number, int) and number > 0:
+        text = getattr(exc, "strerror", None) or os.strerror(number)
+        name = errno.errorcode.get(number, "?")
+        if isinstance(exc, EnvironmentError):
+            path = getattr(exc, "filename", None)
+            return "%s%s (errno %d, %s)" % ("%s: " % path if path else "", text, number, name)
+        return "netlink error %d (%s): %s" % (number, name, text)
+    return "%s: %s" % (type(exc).__name__, exc)
+
+
+def error_site(tb):
+    """Where an error was raised, as ``file line N (function)``: the innermost frame of this collection's
+    plugins (the code that made the failing call), else the innermost frame."""
+    frames = []
+    while tb is not None:
+        frames.append((tb.tb_frame.f_code, tb.tb_lineno))
+        tb = tb.tb_next
+    if not frames:
+        return "unknown place"
+    ours = [frame for frame in frames if "/netops/ip_transparency/" in frame[0].co_filename.replace(os.sep, "/")]
+    code, line = (ours or frames)[-1]
+    return "%s line %d (%s)" % (os.path.basename(code.co_filename), line, getattr(code, "co_qualname", code.co_name).replace("<locals>.", ""))
+
+
 def outcome(action, diff):
-    """Run ``action()`` (a state module's work) and say how the module should end.
+    """Run ``action()`` (a module's work) and say how the module should end.
 
     Returns ``(True, result)`` for ``exit_json`` or ``(False, failure)`` for ``fail_json``: domain
-    errors become a message (with ``rolled_back`` for an ApplyError), and the ``diff`` key is kept only
+    errors become a message (with ``rolled_back`` for an ApplyError); any other error (an OSError from
+    /proc or a file, a netlink error, a bug) becomes a message naming where it happened and its cause
+    (errno/strerror, netlink code), with the traceback in ``exception``. The ``diff`` key is kept only
     when Ansible asked for one. Deciding here keeps the modules free of the same try/except.
     """
     try:
@@ -156,6 +223,12 @@ def outcome(action, diff):
         return False, {"msg": str(exc), "rolled_back": exc.rolled_back}
     except NetopsError as exc:
         return False, {"msg": str(exc)}
+    except Exception as exc:  # pylint: disable=broad-except
+        # nothing above caught it: name it, so that the module fails cleanly rather than with a raw traceback
+        return False, {
+            "msg": "unexpected error in %s: %s" % (error_site(sys.exc_info()[2].tb_next), error_cause(exc)),
+            "exception": traceback.format_exc(),
+        }
     if not diff:
         result.pop("diff", None)
     return True, result

@@ -18,6 +18,7 @@ __metaclass__ = type
 from ansible_collections.netops.ip_transparency.plugins.module_utils._common import (
     ValidationError,
     Plan,
+    check_ifname,
     check_range,
     interface_index,
     parse_prefix,
@@ -30,7 +31,6 @@ from ansible_collections.netops.ip_transparency.plugins.module_utils._netlink im
     UndoLog,
     attr,
     attr_names,
-    check_ifname,
     msg_table,
     parse_family,
     parse_table,

@@ -31,7 +31,6 @@ VERSION_BY_NAME = {"ipv4": 4, "ipv6": 6}
 NAME_BY_VERSION = {4: "ipv4", 6: "ipv6"}
 
 U32_MAX = 0xFFFFFFFF
-IFNAMSIZ = 16
 
 # The kernel's reserved tables; iproute2 knows them by these names.
 RESERVED_TABLES = {"unspec": 0, "compat": 252, "default": 253, "main": 254, "local": 255}
@@ -118,16 +117,6 @@ def parse_family(value):
     if value not in VERSION_BY_NAME:
         raise ValidationError("family %r must be ipv4 or ipv6" % (value,))
     return VERSION_BY_NAME[value]
-
-
-def check_ifname(name, what):
-    """Validate the syntax of a device name (existence is checked against the kernel later)."""
-    if name is None:
-        return None
-    text = str(name)
-    if not text or len(text) >= IFNAMSIZ or "/" in text or text in (".", "..") or any(c.isspace() for c in text):
-        raise ValidationError("%s %r is not a valid interface name (1-15 characters, no '/' or spaces)" % (what, name))
-    return text
 
 
 def attr(msg, name, default=None):

@@ -18,6 +18,7 @@ __metaclass__ = type
 from ansible_collections.netops.ip_transparency.plugins.module_utils._common import (
     ValidationError,
     Plan,
+    check_ifname,
     check_range,
     interface_index,
     interface_names,
@@ -32,7 +33,6 @@ from ansible_collections.netops.ip_transparency.plugins.module_utils._netlink im
     VERSION_BY_AF,
     UndoLog,
     attr,
-    check_ifname,
     msg_table,
     parse_family,
     parse_table,

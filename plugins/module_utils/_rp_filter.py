@@ -29,6 +29,7 @@ from ansible_collections.netops.ip_transparency.plugins.module_utils._common imp
     ApplyError,
     Plan,
     ValidationError,
+    check_ifname,
 )
 
 CONF_ROOT = "/proc/sys/net/ipv4/conf"
@@ -58,9 +59,10 @@ def parse_value(value):
 
 
 def check_interface(name):
-    text = str(name).strip() if name is not None else ""
-    if not text or len(text) > 15 or "/" in text or text in (".", "..") or any(c.isspace() for c in text) or "=" in text:
-        raise ValidationError("interface %r is not a valid interface name" % (name,))
+    """An interface name the kernel takes (check_ifname) that can also be written in a sysctl.d file (no '=')."""
+    text = check_ifname("" if name is None else name, "interface")
+    if "=" in text:
+        raise ValidationError("interface %r cannot be written in a sysctl.d file (its '=' would split the key)" % (name,))
     return text
 
 

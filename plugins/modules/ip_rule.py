@@ -23,16 +23,11 @@ description:
     C(1) and O(table) C(main) equals C(254).
   - The IP transparency setup of NGINX needs C(ip rule add fwmark 1 lookup 100), that is
     O(fwmark=1), O(table=100) (with a fixed O(priority) so the rule is easy to find again).
-author:
-  - netops maintainers (@netops)
-requirements:
-  - pyroute2 >= 0.7.2
+extends_documentation_fragment:
+  - netops.ip_transparency.common
+  - netops.ip_transparency.pyroute2
 attributes:
-  check_mode:
-    support: full
-    description: Computes and reports the change (and its diff) without touching the kernel.
   diff_mode:
-    support: full
     description: Shows the rules of the family before and after, one C(ip rule)-like line each.
 options:
   priority:
@@ -94,7 +89,6 @@ options:
     choices: [present, absent]
     default: present
 notes:
-  - Rules live in the network namespace the module runs in.
   - Rules are not persistent; run the module at boot (or from a role's handler) to restore them.
 seealso:
   - module: netops.ip_transparency.policy_route
@@ -151,20 +145,14 @@ removed:
   sample: []
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
-from ansible_collections.netops.ip_transparency.plugins.module_utils._common import (
-    HAS_PYROUTE2,
-    PYROUTE2_IMPORT_ERROR,
-    IPRoute,
-    outcome,
-)
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import IPRoute
 from ansible_collections.netops.ip_transparency.plugins.module_utils._ip_rule import ensure
+from ansible_collections.netops.ip_transparency.plugins.module_utils._module import run_module
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
+    run_module(
+        dict(
             priority=dict(type="int"),
             family=dict(type="str", choices=["ipv4", "ipv6"]),
             to=dict(type="str"),
@@ -177,19 +165,9 @@ def main():
             state=dict(type="str", default="present", choices=["present", "absent"]),
             **{"from": dict(type="str")}
         ),
-        supports_check_mode=True,
+        lambda module, ipr: ensure(ipr, module.params, check_mode=module.check_mode),
+        opened=IPRoute,
     )
-    if not HAS_PYROUTE2:
-        module.fail_json(msg=missing_required_lib("pyroute2"), exception=PYROUTE2_IMPORT_ERROR)
-
-    def apply():
-        with IPRoute() as ipr:
-            return ensure(ipr, module.params, check_mode=module.check_mode)
-
-    ok, result = outcome(apply, module._diff)
-    if not ok:
-        module.fail_json(**result)
-    module.exit_json(**result)
 
 
 if __name__ == "__main__":

@@ -23,16 +23,11 @@ description:
     and O(onlink)), so a role can put them back on teardown exactly as they were.
   - Addresses are compared after normalisation, so C(172.16.0.11) equals C(172.16.0.11/32) and O(table) C(main)
     equals C(254).
-author:
-  - netops maintainers (@netops)
-requirements:
-  - pyroute2 >= 0.7.2
+extends_documentation_fragment:
+  - netops.ip_transparency.common
+  - netops.ip_transparency.pyroute2
 attributes:
-  check_mode:
-    support: full
-    description: Computes and reports the change (and its diff) without touching the kernel.
   diff_mode:
-    support: full
     description: Shows the routes to O(dest) in O(table) before and after, one C(ip route)-like line each.
 options:
   dest:
@@ -135,7 +130,7 @@ options:
     choices: [present, absent]
     default: present
 notes:
-  - Routes live in the network namespace the module runs in and are not persistent.
+  - Routes are not persistent; run the module at boot (or from a role's handler) to restore them.
   - Changes are transactional - when a later kernel change fails, the earlier ones are undone and the module fails
     with C(rolled_back=true).
 seealso:
@@ -225,20 +220,14 @@ removed:
                          {"gateway": "10.0.3.2", "device": "eth2", "weight": 2, "onlink": false}]}]
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
-from ansible_collections.netops.ip_transparency.plugins.module_utils._common import (
-    HAS_PYROUTE2,
-    PYROUTE2_IMPORT_ERROR,
-    IPRoute,
-    outcome,
-)
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import IPRoute
+from ansible_collections.netops.ip_transparency.plugins.module_utils._module import run_module
 from ansible_collections.netops.ip_transparency.plugins.module_utils._policy_route import ensure
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
+    run_module(
+        dict(
             dest=dict(type="str", required=True),
             type=dict(type="str", default="unicast", choices=["unicast", "local", "blackhole", "unreachable", "prohibit", "throw"]),
             gateway=dict(type="str"),
@@ -258,19 +247,9 @@ def main():
             exclusive=dict(type="bool", default=False),
             state=dict(type="str", default="present", choices=["present", "absent"]),
         ),
-        supports_check_mode=True,
+        lambda module, ipr: ensure(ipr, module.params, check_mode=module.check_mode),
+        opened=IPRoute,
     )
-    if not HAS_PYROUTE2:
-        module.fail_json(msg=missing_required_lib("pyroute2"), exception=PYROUTE2_IMPORT_ERROR)
-
-    def apply():
-        with IPRoute() as ipr:
-            return ensure(ipr, module.params, check_mode=module.check_mode)
-
-    ok, result = outcome(apply, module._diff)
-    if not ok:
-        module.fail_json(**result)
-    module.exit_json(**result)
 
 
 if __name__ == "__main__":

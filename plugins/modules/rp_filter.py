@@ -23,14 +23,10 @@ description:
     O(sysctl_file)) and removes its persisted lines, once no listed interface needs a key any more.
   - Transparent proxying and Direct Server Return make packets arrive with source addresses the reverse path
     does not lead back through, which strict filtering silently drops.
-author:
-  - netops maintainers (@netops)
+extends_documentation_fragment:
+  - netops.ip_transparency.common
 attributes:
-  check_mode:
-    support: full
-    description: Computes and reports the change (and its diff) without writing /proc or the file.
   diff_mode:
-    support: full
     description: Shows the sysctl values (and the managed file when it changes) before and after.
 options:
   interfaces:
@@ -115,15 +111,13 @@ sysctl_file:
   sample: /etc/sysctl.d/60-netops-rp-filter.conf
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.netops.ip_transparency.plugins.module_utils._common import outcome
+from ansible_collections.netops.ip_transparency.plugins.module_utils._module import run_module
 from ansible_collections.netops.ip_transparency.plugins.module_utils._rp_filter import DEFAULT_SYSCTL_FILE, ensure
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
+    run_module(
+        dict(
             interfaces=dict(type="list", elements="str", required=True),
             value=dict(type="raw"),
             effective=dict(type="bool", default=True),
@@ -131,13 +125,10 @@ def main():
             sysctl_file=dict(type="path", default=DEFAULT_SYSCTL_FILE),
             state=dict(type="str", default="present", choices=["present", "absent"]),
         ),
+        lambda module: ensure(module.params, check_mode=module.check_mode),
+        needs_pyroute2=False,
         required_if=[("state", "present", ["value"])],
-        supports_check_mode=True,
     )
-    ok, result = outcome(lambda: ensure(module.params, check_mode=module.check_mode), module._diff)
-    if not ok:
-        module.fail_json(**result)
-    module.exit_json(**result)
 
 
 if __name__ == "__main__":

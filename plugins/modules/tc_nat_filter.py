@@ -50,19 +50,15 @@ description:
   - Writing one backend removes what the module wrote with the other on the same device, so that packets are
     never rewritten twice. If applying fails half-way, what was applied is undone and the module fails with
     RV(rolled_back=true).
-author:
-  - netops maintainers (@netops)
 requirements:
-  - pyroute2 >= 0.7.2
   - for the V(tc) backend, a kernel with the tc C(nat) action (CONFIG_NET_ACT_NAT, act_nat) and htb and u32, and with
     O(exclude_destinations) the C(gact) action (CONFIG_NET_ACT_GACT, act_gact)
   - for the V(nftables) backend, the C(nft) command and a kernel with the netdev egress hook (5.16 or later)
+extends_documentation_fragment:
+  - netops.ip_transparency.common
+  - netops.ip_transparency.pyroute2
 attributes:
-  check_mode:
-    support: full
-    description: Reads the device's state and reports the change and its diff without touching anything.
   diff_mode:
-    support: full
     description: Shows the module's objects before and after, C(tc)-like and C(nft)-like lines.
 options:
   device:
@@ -173,8 +169,7 @@ options:
     choices: [present, absent]
     default: present
 notes:
-  - The objects live in the network namespace the module runs in and do not survive a reboot unless O(persist=true)
-    (for the host's own network namespace, with systemd).
+  - The objects do not survive a reboot unless O(persist=true) (for the host's own network namespace, with systemd).
   - Only one caller should manage a device; the module owns the whole rule set of that device.
   - Stateless matching needs the ports, which only the first fragment of a fragmented IPv4 datagram carries; the
     other fragments keep the upstream's source (with either backend, as with the article's commands). Keep the
@@ -277,7 +272,9 @@ added:
   elements: dict
   sample: [{"src": "172.16.0.11/32", "protocol": "udp", "sport": 53, "nat_to": "192.168.99.10"}]
 removed:
-  description: The rules removed (normalised, collapsed).
+  description:
+    - The rules removed (normalised, collapsed) - with O(state=present) the device's rules that were not listed, with
+      O(state=absent) the listed rules that were there (every rule when none is listed).
   returned: always
   type: list
   elements: dict
@@ -313,19 +310,13 @@ rolled_back:
   sample: true
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
-from ansible_collections.netops.ip_transparency.plugins.module_utils._common import (
-    HAS_PYROUTE2,
-    PYROUTE2_IMPORT_ERROR,
-    outcome,
-)
+from ansible_collections.netops.ip_transparency.plugins.module_utils._module import run_module
 from ansible_collections.netops.ip_transparency.plugins.module_utils._nat.run import run
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
+    run_module(
+        dict(
             device=dict(type="str", required=True),
             backend=dict(type="str", default="auto", choices=["auto", "tc", "nftables"]),
             rules=dict(
@@ -346,14 +337,8 @@ def main():
             unit_dir=dict(type="path", default="/etc/systemd/system"),
             state=dict(type="str", default="present", choices=["present", "absent"]),
         ),
-        supports_check_mode=True,
+        lambda module: run(module.params, check_mode=module.check_mode),
     )
-    if not HAS_PYROUTE2:
-        module.fail_json(msg=missing_required_lib("pyroute2"), exception=PYROUTE2_IMPORT_ERROR)
-    ok, result = outcome(lambda: run(module.params, check_mode=module.check_mode), module._diff)
-    if not ok:
-        module.fail_json(**result)
-    module.exit_json(**result)
 
 
 if __name__ == "__main__":

@@ -20,15 +20,10 @@ description:
     whether the kernel has the tc C(nat) action, the nftables ruleset and, optionally, nginx's configuration
     (C(nginx -T)), its processes' privileges and its error log lines about transparent binding.
   - Reads through the same code as the ip_rule, policy_route, rp_filter and tc_nat_filter modules.
-author:
-  - netops maintainers (@netops)
-attributes:
-  check_mode:
-    support: full
-    description: Reads only; check mode changes nothing either.
-  diff_mode:
-    support: none
-    description: Nothing changes, so there is nothing to diff.
+extends_documentation_fragment:
+  - netops.ip_transparency.common.info
+  - netops.ip_transparency.common
+  - netops.ip_transparency.pyroute2
 options:
   tables:
     description: Routing tables to list (names or numbers).
@@ -45,7 +40,6 @@ options:
     type: bool
     default: false
 requirements:
-  - pyroute2
   - nft (optional - the ruleset and the nftables NAT backend)
 """
 
@@ -56,6 +50,10 @@ EXAMPLES = r"""
     destinations: [172.16.0.11, 192.168.99.1]
     nginx: true
   register: snapshot
+
+- name: Show the effective reverse-path filtering per interface
+  ansible.builtin.debug:
+    msg: "{{ snapshot.transparency.sysctl.rp_filter }}"
 """
 
 RETURN = r"""
@@ -99,37 +97,33 @@ transparency:
   sample: {"sysctl": {"ip_forward": "1", "rp_filter": {"eth1": {"configured": "strict", "effective": "strict"}}}}
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
-from ansible_collections.netops.ip_transparency.plugins.module_utils._common import HAS_PYROUTE2, IPRoute, PYROUTE2_IMPORT_ERROR, NetopsError
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import IPRoute
+from ansible_collections.netops.ip_transparency.plugins.module_utils._module import run_module
 from ansible_collections.netops.ip_transparency.plugins.module_utils._transparency_info import gather
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            tables=dict(type="list", elements="raw", default=["main"]),
-            destinations=dict(type="list", elements="str", default=[]),
-            nginx=dict(type="bool", default=False),
-        ),
-        supports_check_mode=True,
-    )
-    if not HAS_PYROUTE2:
-        module.fail_json(msg=missing_required_lib("pyroute2"), exception=PYROUTE2_IMPORT_ERROR)
-
+def snapshot(module, ipr):
     def run_command(argv):
         path = module.get_bin_path(argv[0], opt_dirs=["/usr/sbin", "/sbin"])
         if path is None:
             return 127, "", "%s: command not found" % argv[0]
         return module.run_command([path] + argv[1:])
 
-    try:
-        with IPRoute() as ipr:
-            facts = gather(ipr, run_command, tables=module.params["tables"], destinations=module.params["destinations"],
-                           nginx=module.params["nginx"])
-    except NetopsError as exc:
-        module.fail_json(msg=str(exc))
-    module.exit_json(changed=False, transparency=facts)
+    facts = gather(ipr, run_command, tables=module.params["tables"], destinations=module.params["destinations"],
+                   nginx=module.params["nginx"])
+    return {"changed": False, "transparency": facts}
+
+
+def main():
+    run_module(
+        dict(
+            tables=dict(type="list", elements="raw", default=["main"]),
+            destinations=dict(type="list", elements="str", default=[]),
+            nginx=dict(type="bool", default=False),
+        ),
+        snapshot,
+        opened=IPRoute,
+    )
 
 
 if __name__ == "__main__":

@@ -95,3 +95,16 @@ def test_a_later_run_lowers_all_again_when_another_file_raised_it(ns, sh, run_mo
     result = run_module(ns, "rp_filter", {"interfaces": ["v0"], "value": "off", "sysctl_file": str(tmp_path / "b.conf")})
     assert result["rc"] == 0 and result["changed"]
     assert (read(sh, ns, "all"), read(sh, ns, "v0"), read(sh, ns, "v0.100")) == (0, 0, 2)
+
+
+def test_a_file_system_error_while_reading_ends_in_a_clean_failure(ns, run_module, tmp_path):
+    """Defect 7: an OSError during a read (here the managed file is a directory) is a fail_json naming the path and
+    errno with the traceback in ``exception``, not a raw MODULE FAILURE."""
+    folder = tmp_path / "is-a-directory.conf"
+    folder.mkdir()
+    # as the controller asks with ANSIBLE_DISPLAY_TRACEBACK=error
+    args = {"interfaces": ["v0"], "value": "off", "sysctl_file": str(folder), "_ansible_tracebacks_for": ["error"]}
+    result = run_module(ns, "rp_filter", args)
+    assert result["rc"] == 1 and result["failed"], result
+    assert str(folder) in result["msg"] and "errno 21" in result["msg"] and "Is a directory" in result["msg"], result
+    assert "Traceback" in result["exception"]

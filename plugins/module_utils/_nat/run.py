@@ -32,6 +32,7 @@ from ansible_collections.netops.ip_transparency.plugins.module_utils._common imp
     IPRoute,
     KernelFeatureError,
     ValidationError,
+    check_ifname,
     check_range,
     interface_index,
     parse_address,
@@ -430,8 +431,7 @@ def run(params, check_mode=False, detect=act_nat_support, ipr_factory=None):
     requested = params.get("backend") or "auto"
     rules = normalise_rules(params.get("rules"))
     exclusions = normalise_exclusions(params.get("exclude_destinations"))
-    if not device or "/" in device or len(device) > 15:
-        raise ValidationError("device %r is not a valid interface name" % (device,))
+    check_ifname(device, "device")
     boot = persist.Files(device, params.get("persist_dir") or persist.DEFAULT_PERSIST_DIR, params.get("unit_dir") or persist.DEFAULT_UNIT_DIR)
     factory = ipr_factory or IPRoute
     with factory() as ipr:

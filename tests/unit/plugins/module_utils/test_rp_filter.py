@@ -159,6 +159,9 @@ def test_foreign_lines_in_the_file_are_kept(sysctl, tmp_path):
 @pytest.mark.parametrize("params, message", [
     ({"interfaces": ["eth9"], "value": "off"}, "unknown interface"),
     ({"interfaces": ["a/b"], "value": "off"}, "not a valid interface name"),
+    ({"interfaces": ["eth1:0"], "value": "off"}, "not a valid interface name: it contains ':'"),
+    ({"interfaces": [" eth1"], "value": "off"}, "not a valid interface name: it contains ' '"),
+    ({"interfaces": ["a=b"], "value": "off"}, "cannot be written in a sysctl.d file"),
     ({"interfaces": [], "value": "off"}, "at least one"),
     ({"interfaces": ["eth1"]}, "value is required"),
     ({"interfaces": ["eth1"], "value": "on"}, "off, strict or loose"),

@@ -724,3 +724,12 @@ def test_exclusion_drift_is_seen(change, problem):
     change(listed["nftables"])
     state = read_listed(listed).read()
     assert state.ours and not state.intact and problem in state.problems, state.problems
+
+
+@pytest.mark.parametrize("device", ["eth0:1", "x" * 16, "a b", ""])
+def test_run_refuses_a_device_name_the_kernel_refuses_before_opening_netlink(device):
+    def no_netlink():
+        raise AssertionError("netlink opened for an invalid device name")
+
+    with pytest.raises(ValidationError, match="device %r is not a valid interface name" % device):
+        t.run({"device": device, "rules": []}, ipr_factory=no_netlink)
