@@ -547,3 +547,40 @@ def test_tc_half_applied_change_with_exclusions_is_rolled_back(pair, sh):
     assert "the 2 change(s) applied before were undone" in result["msg"], result
     assert "noqueue" in sh(pair.up, "tc qdisc show dev up0")
     assert sh(pair.up, "tc filter show dev up0") == ""
+
+
+# --- pyroute2: the tc backend's requests use its public API only (issue 13, defect 8) ---------------------------------
+
+PYROUTE2_REQUESTS = textwrap.dedent("""
+    import json
+    from pyroute2 import IPRoute
+    from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import tc_backend
+    with IPRoute() as ipr:
+        index = ipr.link_lookup(ifname="up0")[0]
+        status = getattr(ipr, "status", None)
+        before = sorted(status) if isinstance(status, dict) else None
+        tc = tc_backend.TcBackend(ipr, "up0", index)
+        tc._add_qdisc()
+        added = tc.read().root_ours
+        tc._del_qdisc()
+        removed = not tc.read().exists
+        try:
+            tc._del_qdisc()
+            refused = None
+        except tc_backend.TcRequestError as exc:
+            refused = [exc.code, str(exc)]
+        status = getattr(ipr, "status", None)
+        after = sorted(status) if isinstance(status, dict) else None
+    print(json.dumps({"added": added, "removed": removed, "refused": refused, "before": before, "after": after}))
+""")
+
+
+def test_tc_requests_go_through_pyroute2s_public_api(pair):
+    """With the installed pyroute2 (0.7 or 0.9): a request is sent and acknowledged, a refused one raises with the
+    kernel's errno, and pyroute2's internal state is left as it was."""
+    proc = ns_python(pair.up, PYROUTE2_REQUESTS)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["added"] is True and result["removed"] is True, result
+    assert result["refused"] and result["refused"][0] in (2, 22) and "kernel refused" in result["refused"][1], result
+    assert result["before"] == result["after"], "the tc backend changed pyroute2's internal state: %s" % result

@@ -657,12 +657,16 @@ class TcBackend(object):
 
     # netlink calls
     def _request(self, msg, msg_type, flags):
-        status = getattr(self.ipr, "status", None)
-        if isinstance(status, dict):
-            # pyroute2 0.9's sync IPRoute never sets this key, which its nlm_request reads
-            status.setdefault("nlm_generator", False)
+        """Send one request and wait for the kernel's answer (NLM_F_ACK): TcRequestError when it refuses.
+
+        ``nlm_request_batch`` is pyroute2's public call for requests with side effects, alike in 0.7 and 0.9
+        (0.9's sync ``nlm_request`` reads a status key its IPRoute never sets); the type and flags travel in
+        the message's header, which is how that call takes them.
+        """
+        msg["header"]["type"] = msg_type
+        msg["header"]["flags"] = flags
         try:
-            list(self.ipr.nlm_request(msg, msg_type=msg_type, msg_flags=flags))
+            list(self.ipr.nlm_request_batch([msg]))
         except NetlinkError as exc:
             raise TcRequestError(exc, adding_action=msg_type == RTM_NEWTFILTER)
 

@@ -225,10 +225,9 @@ class FakeIPR(object):
 
     def __init__(self):
         self.sent = []
-        self.status = {}
 
-    def nlm_request(self, msg, msg_type, msg_flags):
-        self.sent.append((msg_type, msg))
+    def nlm_request_batch(self, msgs):
+        self.sent.extend((msg["header"]["type"], msg) for msg in msgs)
         return []
 
 
