@@ -549,6 +549,28 @@ def test_tc_half_applied_change_with_exclusions_is_rolled_back(pair, sh):
     assert sh(pair.up, "tc filter show dev up0") == ""
 
 
+# --- a device that is gone: state absent still removes what the module left for it (issue 13, defect 4) ------------
+
+
+def test_absent_on_a_vanished_device_removes_its_boot_files_and_table(pair, run_module, sh, tmp_path):
+    """The device was deleted (a veth, a VLAN): its boot files would recreate rules at boot; absent removes them and
+    the module's table, which the kernel may keep without its device. present still refuses an unknown device."""
+    sh(pair.up, "ip link add gone0 type veth peer name gone1 && ip link set gone0 up")
+    args = persisted(tmp_path, device="gone0", backend="nftables", rules=RULES[:1])
+    first = run_module(pair.up, "tc_nat_filter", args)
+    assert first["changed"] is True and len(first["boot_files"]) == 3, first
+    sh(pair.up, "ip link del gone0")
+
+    gone = run_module(pair.up, "tc_nat_filter", persisted(tmp_path, device="gone0", state="absent"))
+    assert gone.get("failed") is not True and gone["changed"] is True and gone["boot_files"] == [], gone
+    assert not any(os.path.lexists(path) for path in first["boot_files"]), first["boot_files"]
+    assert "netops_nat_gone0" not in nft_tables(sh, pair.up)
+    again = run_module(pair.up, "tc_nat_filter", persisted(tmp_path, device="gone0", state="absent"))
+    assert again.get("failed") is not True and again["changed"] is False, again
+    refused = run_module(pair.up, "tc_nat_filter", args)
+    assert refused.get("failed") and "unknown interface 'gone0'" in refused["msg"], refused
+
+
 # --- pyroute2: the tc backend's requests use its public API only (issue 13, defect 8) ---------------------------------
 
 PYROUTE2_REQUESTS = textwrap.dedent("""

@@ -435,11 +435,17 @@ def run(params, check_mode=False, detect=act_nat_support, ipr_factory=None):
     boot = persist.Files(device, params.get("persist_dir") or persist.DEFAULT_PERSIST_DIR, params.get("unit_dir") or persist.DEFAULT_UNIT_DIR)
     factory = ipr_factory or IPRoute
     with factory() as ipr:
-        index = interface_index(ipr, device)
+        found = ipr.link_lookup(ifname=device)
+        if not found and state == "present":
+            interface_index(ipr, device)  # the error that names the unknown device
+        # absent on a device that is gone: its qdiscs and filters went with it, but a netdev table of the
+        # module's and the boot files (which would recreate the rules at boot) are still removed
+        index = found[0] if found else None
         backend, reason = choose_backend(requested, rules, state, detect, exclusions)
         tc = tc_backend.TcBackend(ipr, device, index, foreign_qdisc=params.get("foreign_qdisc") or "fail")
         nft = nft_backend.NftBackend(device)
-        current = {"tc": tc.read(), "nftables": nft.read(required=(backend == "nftables" and state == "present"))}
+        current = {"tc": tc.read() if index is not None else tc_backend.TcState(),
+                   "nftables": nft.read(required=(backend == "nftables" and state == "present"))}
         existing = dict((name, (current[name].rules, current[name].exclusions)) for name in ("tc", "nftables"))
         looked = ("tc", "nftables") if (state == "present" or requested == "auto") else (backend,)
         wanted_both = wanted_objects(state, backend, looked, rules, exclusions, existing)
