@@ -14,6 +14,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import ipaddress
+import os
 import traceback
 
 try:
@@ -30,6 +31,13 @@ except ImportError:  # pragma: no cover - exercised where pyroute2 is absent
     PYROUTE2_IMPORT_ERROR = traceback.format_exc()
 
 
+def c_locale_env():
+    """The environment for a command whose output or errors are parsed: messages in the C locale, whatever the host's."""
+    env = dict(os.environ)
+    env["LC_ALL"] = "C"
+    return env
+
+
 class NetopsError(Exception):
     """Base of the collection's domain errors."""
 
@@ -40,6 +48,10 @@ class ValidationError(NetopsError):
 
 class KernelFeatureError(NetopsError):
     """The running kernel lacks something the request needs. Raised before anything is changed."""
+
+
+class ReadError(NetopsError):
+    """Reading the current state failed (not "it does not exist": that is an answer). Raised before any change."""
 
 
 class ApplyError(NetopsError):

@@ -121,7 +121,8 @@ def main():
         path = module.get_bin_path(argv[0], opt_dirs=["/usr/sbin", "/sbin"])
         if path is None:
             return 127, "", "%s: command not found" % argv[0]
-        return module.run_command([path] + argv[1:])
+        # their output and errors are parsed: in the C locale, whatever the host's
+        return module.run_command([path] + argv[1:], environ_update={"LC_ALL": "C"})
 
     try:
         with IPRoute() as ipr:

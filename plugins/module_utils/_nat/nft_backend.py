@@ -56,7 +56,7 @@ import shutil
 import socket
 import subprocess
 
-from ansible_collections.netops.ip_transparency.plugins.module_utils._common import KernelFeatureError, ValidationError
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import KernelFeatureError, ReadError, ValidationError, c_locale_env
 from ansible_collections.netops.ip_transparency.plugins.module_utils._nat.run import (
     IPPROTO,
     Rule,
@@ -73,6 +73,14 @@ SETS = {4: "exclude4", 6: "exclude6"}
 ADDR_TYPE = {4: "ipv4_addr", 6: "ipv6_addr"}
 FAMILY = {4: "ip", 6: "ip6"}
 MARK = "netops.ip_transparency.tc_nat_filter"
+
+
+# what nft says (in the C locale) when the table it is asked to list does not exist: the one error that means "no table"
+NO_SUCH_TABLE = "No such file or directory"
+
+
+def _one_line(text):
+    return re.sub(r"\s+", " ", text).strip()
 
 
 def table_name(device):
@@ -270,7 +278,8 @@ class NftBackend(object):
         self.nft = nft or shutil.which("nft") or shutil.which("nft", path="/usr/sbin:/sbin:/usr/local/sbin")
 
     def _run(self, args, stdin=None):
-        proc = subprocess.run([self.nft] + list(args), input=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, check=False)
+        proc = subprocess.run([self.nft] + list(args), input=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                              check=False, env=c_locale_env())
         return proc.returncode, proc.stdout, proc.stderr
 
     def read(self, required=False):
@@ -282,14 +291,16 @@ class NftBackend(object):
             return state
         rc, out, err = self._run(["-j", "list", "table", "netdev", self.table])
         if rc != 0:
-            if "No such file or directory" in err or "does not exist" in err:
+            if NO_SUCH_TABLE in err:
                 return state
             if required:
-                raise KernelFeatureError("nft cannot list netdev tables here: %s" % err.strip())
-            return state
+                raise KernelFeatureError("nft cannot list netdev tables here: %s" % _one_line(err))
+            raise ReadError("nft list table netdev %s failed (rc %d): %s" % (self.table, rc, _one_line(err)))
         state.exists = True
         rc, text, err = self._run(["list", "table", "netdev", self.table])
-        state.text = text if rc == 0 else None
+        if rc != 0:
+            raise ReadError("nft list table netdev %s failed (rc %d): %s" % (self.table, rc, _one_line(err)))
+        state.text = text
         state.ours = bool(state.text) and ('comment "%s"' % comment(self.device)) in state.text
         try:
             self._check(state, json.loads(out).get("nftables", []))
@@ -376,7 +387,7 @@ class NftBackend(object):
     def _load(self, script):
         rc, out, err = self._run(["-f", "-"], stdin=script)
         if rc != 0:
-            raise RuntimeError("nft -f - failed (the transaction was not applied): %s" % re.sub(r"\s+", " ", err).strip())
+            raise RuntimeError("nft -f - failed (the transaction was not applied): %s" % _one_line(err))
 
     def _delete(self):
         self._load(delete_script(self.device))

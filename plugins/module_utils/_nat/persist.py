@@ -30,7 +30,7 @@ import tempfile
 
 from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import nft_backend as nft_backend
 from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import tc_backend as tc_backend
-from ansible_collections.netops.ip_transparency.plugins.module_utils._common import ValidationError
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import ValidationError, c_locale_env
 from ansible_collections.netops.ip_transparency.plugins.module_utils._nat.run import Step, device_id
 
 DEFAULT_PERSIST_DIR = "/etc/netops-ip-transparency"
@@ -197,4 +197,5 @@ def _remove(path):
 
 
 def _daemon_reload():
-    subprocess.run(["systemctl", "daemon-reload"], check=True, capture_output=True)
+    subprocess.run(["systemctl", "daemon-reload"], check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                   env=c_locale_env())

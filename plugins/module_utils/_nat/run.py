@@ -22,6 +22,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import collections
+import errno
 import gzip
 import ipaddress
 import os
@@ -31,6 +32,7 @@ from ansible_collections.netops.ip_transparency.plugins.module_utils._common imp
     ApplyError,
     IPRoute,
     KernelFeatureError,
+    ReadError,
     ValidationError,
     check_range,
     interface_index,
@@ -303,14 +305,18 @@ def act_nat_support(release=None, proc="/proc", modules_root="/lib/modules", boo
 
 
 def _read(path):
+    """The text of ``path``; None when it does not exist. Any other failure is a ReadError: a file that is there but
+    cannot be read says nothing about act_nat."""
     try:
         if path.endswith(".gz"):
             with gzip.open(path, "rt") as handle:
                 return handle.read()
         with open(path) as handle:
             return handle.read()
-    except (IOError, OSError):
-        return None
+    except (IOError, OSError) as exc:
+        if getattr(exc, "errno", None) in (errno.ENOENT, errno.ENOTDIR):
+            return None
+        raise ReadError("reading %s failed: %s" % (path, exc))
 
 
 def _kernel_config(release, proc, boot):
@@ -335,15 +341,8 @@ def _module_file(moddir):
 
 
 def _kallsyms_has(path, symbol):
-    try:
-        with open(path) as handle:
-            for line in handle:
-                fields = line.split()
-                if len(fields) >= 3 and fields[2] == symbol:
-                    return True
-    except (IOError, OSError):
-        pass
-    return False
+    text = _read(path) or ""
+    return any(len(fields) >= 3 and fields[2] == symbol for fields in (line.split() for line in text.splitlines()))
 
 
 def choose_backend(requested, rules, state, detect=act_nat_support, exclusions=()):

@@ -53,7 +53,7 @@ import struct
 import time
 
 from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import act_nat_codec as tc_nat_action
-from ansible_collections.netops.ip_transparency.plugins.module_utils._common import NetlinkError, ValidationError
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import NetlinkError, ReadError, ValidationError
 from ansible_collections.netops.ip_transparency.plugins.module_utils._nat.run import IPPROTO, Rule, Step, collapse, collapse_networks
 
 try:
@@ -506,16 +506,21 @@ def expand(rules):
     return leaves
 
 
+def errno_text(exc):
+    """A NetlinkError in words: the errno's name and the kernel's message (``EPERM (1, 'Operation not permitted')``)."""
+    code = getattr(exc, "code", None)
+    return "%s %s" % (errno.errorcode.get(code, str(code)), exc)
+
+
 class TcRequestError(Exception):
     """A netlink request the kernel refused, in words (errno name and the kernel's message)."""
 
     def __init__(self, exc, adding_action=False):
         code = getattr(exc, "code", None)
-        name = errno.errorcode.get(code, str(code))
-        text = str(exc)
+        text = errno_text(exc)
         if code == errno.ENOENT and adding_action:
             text += " (the kernel answers ENOENT when it cannot load the action module, act_nat)"
-        super(TcRequestError, self).__init__("kernel refused: %s %s" % (name, text))
+        super(TcRequestError, self).__init__("kernel refused: %s" % text)
         self.code = code
 
 
@@ -591,7 +596,7 @@ class TcBackend(object):
     # reading
     def read(self):
         state = TcState()
-        roots = [decode_message(_raw(q)) for q in self.ipr.get_qdiscs(self.index) if q["index"] == self.index and q["parent"] == TC_H_ROOT]
+        roots = [q for q in self._dump("qdiscs", self.ipr.get_qdiscs, index=self.index) if q["index"] == self.index and q["parent"] == TC_H_ROOT]
         if not roots:
             return state
         root = roots[0]
@@ -643,17 +648,21 @@ class TcBackend(object):
         state.leaves.append(leaf)
         return True
 
-    def _dump_filters(self, parent):
+    def _dump(self, what, call, **kwargs):
+        """A dump, decoded. The kernel's "no such object/device" (ENOENT, ENODEV) is an empty answer; any other
+        refusal is a ReadError with its cause, never taken for "nothing there"."""
         try:
-            return [decode_message(_raw(f)) for f in self.ipr.get_filters(index=self.index, parent=parent)]
-        except NetlinkError:
-            return []
+            return [decode_message(_raw(msg)) for msg in call(**kwargs)]
+        except NetlinkError as exc:
+            if getattr(exc, "code", None) in (errno.ENOENT, errno.ENODEV):
+                return []
+            raise ReadError("reading the tc %s of %s failed: %s" % (what, self.device, errno_text(exc)))
+
+    def _dump_filters(self, parent):
+        return self._dump("filters", self.ipr.get_filters, index=self.index, parent=parent)
 
     def _dump_classes(self):
-        try:
-            return [decode_message(_raw(c)) for c in self.ipr.get_classes(index=self.index)]
-        except NetlinkError:
-            return []
+        return self._dump("classes", self.ipr.get_classes, index=self.index)
 
     # netlink calls
     def _request(self, msg, msg_type, flags):
