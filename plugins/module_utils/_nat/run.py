@@ -472,8 +472,10 @@ def run(params, check_mode=False, detect=act_nat_support, ipr_factory=None):
         # the backend being written first, then the cleanup of the other one
         order = ("tc", "nftables") if backend == "tc" else ("nftables", "tc")
         steps = [step for name in order for step in plans[name].steps]
-        # the boot files follow the kernel in the same transaction
-        steps.extend(persist.plan(boot_before, boot_after, boot.unit_dir))
+        # the boot files follow the kernel in the same transaction; systemd's reload after it, outside
+        boot_steps = persist.plan(boot_before, boot_after, boot.unit_dir)
+        steps.extend(boot_steps)
+        reload_systemd = persist.reload_wanted(boot_steps, boot.unit_dir)
         result = {
             "changed": bool(steps),
             "backend": backend,
@@ -483,7 +485,7 @@ def run(params, check_mode=False, detect=act_nat_support, ipr_factory=None):
             "added": [rule.as_dict() for rule in sorted(after_rules - before_rules, key=Rule.sort_key)],
             "removed": [rule.as_dict() for rule in sorted(before_rules - after_rules, key=Rule.sort_key)],
             "exclude_destinations": [str(network) for network in collapse_networks(wanted_excl["tc"] + wanted_excl["nftables"])],
-            "commands": [step.line for step in steps],
+            "commands": [step.line for step in steps] + ([persist.RELOAD_LINE] if reload_systemd else []),
             "boot_files": sorted(boot_after),
             "diff": {
                 "before": "".join(line + "\n" for line in [ln for name in order for ln in plans[name].before] + persist.lines(boot_before)),
@@ -492,4 +494,6 @@ def run(params, check_mode=False, detect=act_nat_support, ipr_factory=None):
         }
         if steps and not check_mode:
             apply_steps(steps)
+            if reload_systemd:
+                persist.reload_systemd()
         return result

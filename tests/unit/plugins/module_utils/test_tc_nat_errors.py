@@ -113,6 +113,57 @@ def test_daemon_reload_runs_in_the_c_locale(monkeypatch):
     assert seen and seen[0] is not None and seen[0].get("LC_ALL") == "C"
 
 
+# --- a failed daemon-reload after correct kernel state and boot files ------------------------------------------------
+
+
+class LinkIPR(object):
+    """IPRoute with device eth0 (ifindex 2) on the kernel's default qdisc."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def link_lookup(self, ifname):
+        return [2] if ifname == "eth0" else []
+
+    def get_qdiscs(self, index=None):
+        return []
+
+
+def test_a_failed_daemon_reload_keeps_the_kernel_change_and_the_boot_files(monkeypatch, tmp_path):
+    loaded = []
+
+    def fake_nft(self, args, stdin=None):
+        if args[:1] == ["-f"]:
+            loaded.append(stdin)
+            return 0, "", ""
+        return 1, "", "Error: No such file or directory\n"
+
+    def failed_reload():
+        raise subprocess.CalledProcessError(1, ["systemctl", "daemon-reload"], "", "Failed to connect to bus: No such file or directory")
+
+    real_isdir = p.os.path.isdir
+    units = str(tmp_path / "units")
+    monkeypatch.setattr(nftb.NftBackend, "_run", fake_nft)
+    monkeypatch.setattr(nftb.shutil, "which", lambda *args, **kwargs: "/usr/sbin/nft")
+    monkeypatch.setattr(p, "DEFAULT_UNIT_DIR", units)  # as if writing to /etc/systemd/system
+    monkeypatch.setattr(p.os.path, "isdir", lambda path: path == "/run/systemd/system" or real_isdir(path))
+    monkeypatch.setattr(p, "_daemon_reload", failed_reload)
+    params = {"device": "eth0", "backend": "nftables", "state": "present", "persist": True, "persist_dir": str(tmp_path / "etc"),
+              "unit_dir": units, "rules": [{"src": "172.16.0.11", "sport": 53, "nat_to": VIP}]}
+    with pytest.raises(ApplyError) as info:
+        t.run(params, ipr_factory=LinkIPR, detect=lambda: (False, "no act_nat"))
+    assert info.value.rolled_back is False
+    message = str(info.value)
+    assert "systemctl daemon-reload" in message and "Failed to connect to bus" in message, message
+    assert "kept" in message, message
+    # the table was loaded once and never taken back; the boot files are there
+    assert len(loaded) == 1 and "172.16.0.11 . udp . 53 : 192.168.99.10" in loaded[0]
+    files = p.Files("eth0", str(tmp_path / "etc"), units)
+    assert sorted(files.read()) == sorted([files.restore["nftables"], files.unit, files.link])
+
 
 def test_transparency_info_runs_its_commands_in_the_c_locale(monkeypatch):
     """transparency_info parses ``nft list ruleset`` and ``nginx -T``: their messages must not depend on the host's locale."""
