@@ -134,18 +134,20 @@ class Plan(object):
     """The difference between what is and what is wanted, as rendered lines.
 
     ``before`` and ``after`` are lists of one-line renderings (iproute2/nft-like text) of the
-    objects a module owns; ``to_add`` and ``to_remove`` are the objects to change.
+    objects a module owns; ``to_add`` and ``to_remove`` are the objects to change, or ``steps``
+    the changes themselves (_transaction.Step objects, applied with _transaction.apply_steps).
     """
 
-    def __init__(self, before, after, to_add=(), to_remove=()):
+    def __init__(self, before, after, to_add=(), to_remove=(), steps=()):
         self.before = list(before)
         self.after = list(after)
         self.to_add = list(to_add)
         self.to_remove = list(to_remove)
+        self.steps = list(steps)
 
     @property
     def changed(self):
-        return bool(self.to_add or self.to_remove)
+        return bool(self.to_add or self.to_remove or self.steps)
 
     def diff(self):
         """Ansible's diff dict: readable before/after text."""

@@ -19,7 +19,7 @@ import textwrap
 
 import pytest
 
-from ansible_collections.netops.ip_transparency.plugins.module_utils._nat.run import act_nat_support
+from ansible_collections.netops.ip_transparency.plugins.module_utils._nat.kernel import act_nat_support
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COLLECTIONS = os.path.join(ROOT, ".collections")
@@ -300,7 +300,7 @@ def test_tc_half_applied_change_is_rolled_back(pair, run_module, sh):
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["rolled_back"] is True, result
-    assert "tc filter add dev up0" in result["msg"] and "act_nat" in result["msg"] and "undone" in result["msg"]
+    assert "tc filter add dev up0" in result["msg"] and "act_nat" in result["msg"] and "3 earlier change(s) rolled back" in result["msg"], result
     assert "noqueue" in sh(pair.up, "tc qdisc show dev up0")
     assert sh(pair.up, "tc filter show dev up0") == ""
 
@@ -542,9 +542,9 @@ def test_tc_half_applied_change_with_exclusions_is_rolled_back(pair, sh):
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["rolled_back"] is True, result
-    failed_at = "failed at 'tc filter add dev up0 parent d5: protocol ip prio 1 handle ::1 u32 match ip dst 172.16.0.1/32 action gact pass'"
+    failed_at = "tc filter add dev up0 parent d5: protocol ip prio 1 handle ::1 u32 match ip dst 172.16.0.1/32 action gact pass failed: "
     assert result["msg"].startswith(failed_at), result
-    assert "the 2 change(s) applied before were undone" in result["msg"], result
+    assert "2 earlier change(s) rolled back" in result["msg"], result
     assert "noqueue" in sh(pair.up, "tc qdisc show dev up0")
     assert sh(pair.up, "tc filter show dev up0") == ""
 

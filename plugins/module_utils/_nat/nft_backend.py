@@ -56,15 +56,9 @@ import shutil
 import socket
 import subprocess
 
-from ansible_collections.netops.ip_transparency.plugins.module_utils._common import KernelFeatureError, ReadError, ValidationError, c_locale_env
-from ansible_collections.netops.ip_transparency.plugins.module_utils._nat.run import (
-    IPPROTO,
-    Rule,
-    Step,
-    collapse,
-    collapse_networks,
-    device_id,
-)
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import KernelFeatureError, Plan, ReadError, ValidationError, c_locale_env
+from ansible_collections.netops.ip_transparency.plugins.module_utils._nat.model import IPPROTO, Rule, collapse, collapse_networks, device_id
+from ansible_collections.netops.ip_transparency.plugins.module_utils._transaction import Step
 
 TABLE_PREFIX = "netops_nat_"
 CHAIN = "egress"
@@ -185,12 +179,6 @@ class NftState(object):
             lines[1:1] = ["# drift: %s" % problem for problem in self.problems]
         return lines
 
-
-class Plan(object):
-    def __init__(self, before, after, steps):
-        self.before = before
-        self.after = after
-        self.steps = steps
 
 
 def _key_value(value):
@@ -364,25 +352,25 @@ class NftBackend(object):
         before = state.lines(self.device)
         if state.exists and not state.ours:
             if not rules:
-                return Plan(before, before, [])  # not ours: nothing of the module's to remove
+                return Plan(before, before)  # not ours: nothing of the module's to remove
             raise ValidationError(
                 "nftables table netdev %s exists but was not created by tc_nat_filter (no comment \"%s\"); "
                 "it will not replace it: delete or rename it" % (self.table, comment(self.device))
             )
         if not rules:
             if not state.exists:
-                return Plan(before, [], [])
-            return Plan(before, [], [Step("nft delete table netdev %s" % self.table, self._delete, self._restore(state))])
+                return Plan(before, [])
+            return Plan(before, [], steps=[Step("nft delete table netdev %s" % self.table, self._delete, self._restore(state))])
         if self.nft is None:
             raise KernelFeatureError("backend nftables needs the nft command (Debian package nftables); none found in PATH")
         if '"' in self.device or "\\" in self.device:
             raise ValidationError("device %r cannot be named in an nftables chain" % self.device)
         after = state_lines(self.device, rules, exclusions)
         if state.intact and set(state.rules) == set(rules) and set(state.exclusions) == set(exclusions):
-            return Plan(before, after, [])
+            return Plan(before, after)
         script = replace_script(self.device, rules, exclusions)
         line = "nft -f - <<< '%s'" % " ".join(render_table(self.device, rules, exclusions).split())
-        return Plan(before, after, [Step(line, lambda: self._load(script), self._restore(state))])
+        return Plan(before, after, steps=[Step(line, lambda: self._load(script), self._restore(state))])
 
     def _load(self, script):
         rc, out, err = self._run(["-f", "-"], stdin=script)

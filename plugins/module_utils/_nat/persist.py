@@ -27,12 +27,11 @@ __metaclass__ = type
 
 import os
 import subprocess
-import tempfile
 
-from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import nft_backend as nft_backend
-from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import tc_backend as tc_backend
 from ansible_collections.netops.ip_transparency.plugins.module_utils._common import ApplyError, ValidationError, c_locale_env
-from ansible_collections.netops.ip_transparency.plugins.module_utils._nat.run import Step, device_id
+from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import nft_backend, tc_backend
+from ansible_collections.netops.ip_transparency.plugins.module_utils._nat.model import device_id
+from ansible_collections.netops.ip_transparency.plugins.module_utils._transaction import Step, remove_file, write_file
 
 DEFAULT_PERSIST_DIR = "/etc/netops-ip-transparency"
 DEFAULT_UNIT_DIR = "/etc/systemd/system"
@@ -195,32 +194,19 @@ def _reload_failure(cause):
 
 
 def _writer(path, content):
+    """A step's do/undo: make ``path`` hold ``content`` (a Link: a symbolic link; None: nothing)."""
     def write():
         if content is None:
-            _remove(path)
-            return
-        directory = os.path.dirname(path)
-        if not os.path.isdir(directory):
-            os.makedirs(directory, 0o755)
-        if isinstance(content, Link):
-            _remove(path)
+            remove_file(path)
+        elif isinstance(content, Link):
+            directory = os.path.dirname(path)
+            if not os.path.isdir(directory):
+                os.makedirs(directory, 0o755)
+            remove_file(path)
             os.symlink(content, path)
-            return
-        fd, tmp = tempfile.mkstemp(prefix=".netops-", dir=directory)
-        try:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(content)
-            os.chmod(tmp, 0o644)
-            os.rename(tmp, path)
-        except Exception:
-            _remove(tmp)
-            raise
+        else:
+            write_file(path, content)
     return write
-
-
-def _remove(path):
-    if os.path.islink(path) or os.path.exists(path):
-        os.unlink(path)
 
 
 def _daemon_reload():

@@ -52,9 +52,10 @@ import socket
 import struct
 import time
 
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import NetlinkError, Plan, ReadError, ValidationError
 from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import act_nat_codec as tc_nat_action
-from ansible_collections.netops.ip_transparency.plugins.module_utils._common import NetlinkError, ReadError, ValidationError
-from ansible_collections.netops.ip_transparency.plugins.module_utils._nat.run import IPPROTO, Rule, Step, collapse, collapse_networks
+from ansible_collections.netops.ip_transparency.plugins.module_utils._nat.model import IPPROTO, Rule, collapse, collapse_networks
+from ansible_collections.netops.ip_transparency.plugins.module_utils._transaction import Step
 
 try:
     from pyroute2.netlink import NLA_F_NESTED, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, nla, nlmsg
@@ -575,12 +576,6 @@ class TcState(object):
         return out
 
 
-class Plan(object):
-    def __init__(self, before, after, steps):
-        self.before = before
-        self.after = after
-        self.steps = steps
-
 
 class TcBackend(object):
     """Read, plan and apply the module's tc objects on one device through an open IPRoute."""
@@ -736,7 +731,7 @@ class TcBackend(object):
         wanted = expand(rules)
         before = state.lines()
         if not wanted:
-            return Plan(before, [], self._removal_steps(state))
+            return Plan(before, [], steps=self._removal_steps(state))
         exclusions = list(exclusions)
         steps = []
         parent = state.parent
@@ -797,7 +792,7 @@ class TcBackend(object):
         after.append(render_link(parent))
         for key in sorted(wanted, key=leaf_order):
             after.append(render_leaf(parent, key[0], key[1], key[2], wanted[key]))
-        return Plan(before, after, steps)
+        return Plan(before, after, steps=steps)
 
     def _pass_changes(self, state, parent, exclusions):
         """Steps that turn the pass filters into one per prefix of ``exclusions``: ([(node, dst)] after, steps).

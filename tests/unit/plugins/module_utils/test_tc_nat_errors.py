@@ -8,7 +8,9 @@ import pytest
 
 from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import nft_backend as nftb
 from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import persist as p
-from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import run as t
+from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import model as t
+from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import kernel as nat_kernel
+from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import run as nat_run
 from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import tc_backend as tcb
 from ansible_collections.netops.ip_transparency.plugins.module_utils._common import ApplyError, NetlinkError, NetopsError
 
@@ -154,7 +156,7 @@ def test_a_failed_daemon_reload_keeps_the_kernel_change_and_the_boot_files(monke
     params = {"device": "eth0", "backend": "nftables", "state": "present", "persist": True, "persist_dir": str(tmp_path / "etc"),
               "unit_dir": units, "rules": [{"src": "172.16.0.11", "sport": 53, "nat_to": VIP}]}
     with pytest.raises(ApplyError) as info:
-        t.run(params, ipr_factory=LinkIPR, detect=lambda: (False, "no act_nat"))
+        nat_run.run(params, ipr_factory=LinkIPR, detect=lambda: (False, "no act_nat"))
     assert info.value.rolled_back is False
     message = str(info.value)
     assert "systemctl daemon-reload" in message and "Failed to connect to bus" in message, message
@@ -216,4 +218,4 @@ def test_an_unreadable_kernel_file_is_an_error_not_a_missing_act_nat(tmp_path, n
     proc.mkdir()
     (proc / name).mkdir()  # there, but reading it fails (EISDIR)
     with pytest.raises(NetopsError, match="Is a directory"):
-        t.act_nat_support("6.1.0-test", str(proc), str(tmp_path / "modules"), str(tmp_path / "boot"))
+        nat_kernel.act_nat_support("6.1.0-test", str(proc), str(tmp_path / "modules"), str(tmp_path / "boot"))
