@@ -36,8 +36,8 @@ Layout on the device (``tc`` words; d5 as in DSR)::
   deleted. The filters are the module's when they sit at prio 1, protocol ip, in hash table d5:
   or link to it; anything else at that prio is foreign and the module refuses to share it.
 
-Messages are built with pyroute2's netlink classes, the nat action with the codec registered by
-tc_nat_action; filters are read back from pyroute2's dumps, whose raw bytes are decoded here
+Messages are built with pyroute2's netlink classes, the nat action's options with act_nat_codec's; requests go
+through pyroute2's public nlm_request_batch; filters are read back from its dumps, whose raw bytes are decoded here
 (pyroute2's own u32 selector decoder misreads the keys).
 """
 
@@ -180,61 +180,45 @@ if HAS_NETLINK:
         class htb_options(nla):
             nla_map = ((0, "TCA_HTB_UNSPEC", "none"), (1, "TCA_HTB_PARMS", "none"), (2, "TCA_HTB_INIT", "cdata"))
 
-    class u32_filter_msg(nlmsg):
-        """A u32 filter whose actions are ``nat`` (encoded by tc_nat_action's registered codec)."""
+    def _u32_msg(action_options):
+        """A u32 filter message class whose actions' TCA_ACT_OPTIONS are ``action_options`` (an nla class)."""
 
-        prefix = "TCA_"
-        fields = _TCMSG_FIELDS
-        nla_map = (("TCA_UNSPEC", "none"), ("TCA_KIND", "asciiz"), ("TCA_OPTIONS", "u32_options"))
+        class u32_msg(nlmsg):
+            prefix = "TCA_"
+            fields = _TCMSG_FIELDS
+            nla_map = (("TCA_UNSPEC", "none"), ("TCA_KIND", "asciiz"), ("TCA_OPTIONS", "u32_options"))
 
-        class u32_options(nla):
-            nla_map = (
-                (0, "TCA_U32_UNSPEC", "none"),
-                (1, "TCA_U32_CLASSID", "uint32"),
-                (2, "TCA_U32_HASH", "uint32"),
-                (3, "TCA_U32_LINK", "uint32"),
-                (4, "TCA_U32_DIVISOR", "uint32"),
-                (5, "TCA_U32_SEL", "cdata"),
-                (7, "TCA_U32_ACT", "act_prio"),
-            )
+            class u32_options(nla):
+                nla_map = (
+                    (0, "TCA_U32_UNSPEC", "none"),
+                    (1, "TCA_U32_CLASSID", "uint32"),
+                    (2, "TCA_U32_HASH", "uint32"),
+                    (3, "TCA_U32_LINK", "uint32"),
+                    (4, "TCA_U32_DIVISOR", "uint32"),
+                    (5, "TCA_U32_SEL", "cdata"),
+                    (7, "TCA_U32_ACT", "act_prio"),
+                )
 
-            class act_prio(nla):
-                nla_map = tuple((i, "TCA_ACT_PRIO_%d" % i, "tca_act") for i in range(1, 33))
+                class act_prio(nla):
+                    nla_map = tuple((i, "TCA_ACT_PRIO_%d" % i, "tca_act") for i in range(1, 33))
 
-                class tca_act(nla):
-                    nla_map = ((0, "TCA_ACT_UNSPEC", "none"), (1, "TCA_ACT_KIND", "asciiz"), (2, "TCA_ACT_OPTIONS", "nat_options"))
+                    class tca_act(nla):
+                        nla_map = ((0, "TCA_ACT_UNSPEC", "none"), (1, "TCA_ACT_KIND", "asciiz"), (2, "TCA_ACT_OPTIONS", "options"))
 
-                    nat_options = tc_nat_action.options
+                        options = action_options
 
-    class u32_pass_msg(nlmsg):
-        """A u32 filter whose action is ``gact`` (the pass filters of excluded destinations)."""
+        return u32_msg
 
-        prefix = "TCA_"
-        fields = _TCMSG_FIELDS
-        nla_map = (("TCA_UNSPEC", "none"), ("TCA_KIND", "asciiz"), ("TCA_OPTIONS", "u32_options"))
+    class gact_options(nla):
+        """TCA_ACT_OPTIONS of ``gact`` (tc sends it with NLA_F_NESTED): struct tc_gact as bytes."""
 
-        class u32_options(nla):
-            nla_map = (
-                (0, "TCA_U32_UNSPEC", "none"),
-                (1, "TCA_U32_CLASSID", "uint32"),
-                (2, "TCA_U32_HASH", "uint32"),
-                (3, "TCA_U32_LINK", "uint32"),
-                (4, "TCA_U32_DIVISOR", "uint32"),
-                (5, "TCA_U32_SEL", "cdata"),
-                (7, "TCA_U32_ACT", "act_prio"),
-            )
+        nla_flags = NLA_F_NESTED
+        nla_map = ((0, "TCA_GACT_UNSPEC", "none"), (1, "TCA_GACT_TM", "none"), (2, "TCA_GACT_PARMS", "cdata"))
 
-            class act_prio(nla):
-                nla_map = tuple((i, "TCA_ACT_PRIO_%d" % i, "tca_act") for i in range(1, 33))
-
-                class tca_act(nla):
-                    nla_map = ((0, "TCA_ACT_UNSPEC", "none"), (1, "TCA_ACT_KIND", "asciiz"), (2, "TCA_ACT_OPTIONS", "gact_options"))
-
-                    class gact_options(nla):
-                        """TCA_ACT_OPTIONS of ``gact`` (tc sends it with NLA_F_NESTED): struct tc_gact as bytes."""
-
-                        nla_flags = NLA_F_NESTED
-                        nla_map = ((0, "TCA_GACT_UNSPEC", "none"), (1, "TCA_GACT_TM", "none"), (2, "TCA_GACT_PARMS", "cdata"))
+    # a u32 filter whose action is ``nat`` (the codec of act_nat_codec), and one whose action is ``gact`` (the
+    # pass filters of excluded destinations); the hash table and the link have no action and use the first
+    u32_filter_msg = _u32_msg(tc_nat_action.options)
+    u32_pass_msg = _u32_msg(gact_options)
 
 
 def _new_msg(cls, index, handle, parent, info, attrs):
