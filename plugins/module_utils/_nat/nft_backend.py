@@ -180,7 +180,6 @@ class NftState(object):
         return lines
 
 
-
 def _key_value(value):
     """An element's address part -> list of networks (a prefix, an address or a range)."""
     if isinstance(value, dict):

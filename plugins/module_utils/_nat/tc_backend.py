@@ -560,7 +560,6 @@ class TcState(object):
         return out
 
 
-
 class TcBackend(object):
     """Read, plan and apply the module's tc objects on one device through an open IPRoute."""
 

@@ -8,7 +8,6 @@ import pytest
 
 from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import nft_backend as nftb
 from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import persist as p
-from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import model as t
 from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import kernel as nat_kernel
 from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import run as nat_run
 from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import tc_backend as tcb
