@@ -33,6 +33,13 @@ except ImportError:  # pragma: no cover - exercised where pyroute2 is absent
     PYROUTE2_IMPORT_ERROR = traceback.format_exc()
 
 
+def c_locale_env():
+    """The environment for a command whose output or errors are parsed: messages in the C locale, whatever the host's."""
+    env = dict(os.environ)
+    env["LC_ALL"] = "C"
+    return env
+
+
 class NetopsError(Exception):
     """Base of the collection's domain errors."""
 
@@ -43,6 +50,10 @@ class ValidationError(NetopsError):
 
 class KernelFeatureError(NetopsError):
     """The running kernel lacks something the request needs. Raised before anything is changed."""
+
+
+class ReadError(NetopsError):
+    """Reading the current state failed (not "it does not exist": that is an answer). Raised before any change."""
 
 
 class ApplyError(NetopsError):
@@ -159,18 +170,20 @@ class Plan(object):
     """The difference between what is and what is wanted, as rendered lines.
 
     ``before`` and ``after`` are lists of one-line renderings (iproute2/nft-like text) of the
-    objects a module owns; ``to_add`` and ``to_remove`` are the objects to change.
+    objects a module owns; ``to_add`` and ``to_remove`` are the objects to change, or ``steps``
+    the changes themselves (_transaction.Step objects, applied with _transaction.apply_steps).
     """
 
-    def __init__(self, before, after, to_add=(), to_remove=()):
+    def __init__(self, before, after, to_add=(), to_remove=(), steps=()):
         self.before = list(before)
         self.after = list(after)
         self.to_add = list(to_add)
         self.to_remove = list(to_remove)
+        self.steps = list(steps)
 
     @property
     def changed(self):
-        return bool(self.to_add or self.to_remove)
+        return bool(self.to_add or self.to_remove or self.steps)
 
     def diff(self):
         """Ansible's diff dict: readable before/after text."""

@@ -6,7 +6,7 @@
 
 Routing table names (``main`` == 254, names from ``/etc/iproute2/rt_tables``), address families,
 numeric parsing (``"0x1"`` == 1), reading attributes of pyroute2 messages in a way that works with
-pyroute2 0.7 and 0.9, and the undo log the modules use to roll back a half-applied change.
+pyroute2 0.7 and 0.9, and the undo log the modules use to roll back a half-applied change (_transaction's engine).
 
 Nothing here imports Ansible or pyroute2 (pyroute2 messages are only duck-typed).
 """
@@ -20,10 +20,10 @@ import os
 import socket
 
 from ansible_collections.netops.ip_transparency.plugins.module_utils._common import (
-    ApplyError,
     ValidationError,
     check_range,
 )
+from ansible_collections.netops.ip_transparency.plugins.module_utils._transaction import Transaction
 
 AF_BY_VERSION = {4: socket.AF_INET, 6: socket.AF_INET6}
 VERSION_BY_AF = {socket.AF_INET: 4, socket.AF_INET6: 6}
@@ -139,51 +139,7 @@ def msg_table(msg, attr_name):
     return msg["table"] if value is None else value
 
 
-def netlink_error_text(exc):
-    """Readable text of a NetlinkError/OSError."""
-    code = getattr(exc, "code", None)
-    if code is None and getattr(exc, "args", None):
-        code = exc.args[0] if isinstance(exc.args[0], int) else None
-    if isinstance(code, int) and code > 0:
-        return "%s (errno %d)" % (os.strerror(code), code)
-    return str(exc)
-
-
-class UndoLog(object):
-    """Kernel changes applied so far, each with the callable that reverts it.
-
-    ``run(description, do, undo)`` performs ``do()``; if it raises, every earlier change is
-    reverted in reverse order and ApplyError(rolled_back=...) is raised.
-    """
-
-    def __init__(self):
-        self.done = []
-
-    def run(self, description, do, undo):
-        try:
-            do()
-        except Exception as exc:  # pylint: disable=broad-except
-            earlier = len(self.done)
-            failures = self.rollback()
-            if failures:
-                raise ApplyError(
-                    "%s failed: %s; rolling back the earlier changes also failed: %s"
-                    % (description, netlink_error_text(exc), "; ".join(failures)),
-                    rolled_back=False,
-                )
-            raise ApplyError(
-                "%s failed: %s%s" % (description, netlink_error_text(exc), "; %d earlier change(s) rolled back" % earlier if earlier else ""),
-                rolled_back=True,
-            )
-        self.done.append((description, undo))
-
-    def rollback(self):
-        """Undo what was done; returns the list of undo failures (empty when all went back)."""
-        failures = []
-        while self.done:
-            description, undo = self.done.pop()
-            try:
-                undo()
-            except Exception as exc:  # pylint: disable=broad-except
-                failures.append("undo of %s: %s" % (description, netlink_error_text(exc)))
-        return failures
+# The undo log of the rule and route modules is the collection's one transaction engine:
+# ``run(description, do, undo)`` performs ``do()``; if it raises, every earlier change is reverted
+# in reverse order and ApplyError(rolled_back=...) is raised.
+UndoLog = Transaction

@@ -23,14 +23,13 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
-import tempfile
 
 from ansible_collections.netops.ip_transparency.plugins.module_utils._common import (
-    ApplyError,
     Plan,
     ValidationError,
     check_ifname,
 )
+from ansible_collections.netops.ip_transparency.plugins.module_utils._transaction import Step, apply_steps, remove_file, write_file
 
 CONF_ROOT = "/proc/sys/net/ipv4/conf"
 DEFAULT_SYSCTL_FILE = "/etc/sysctl.d/60-netops-rp-filter.conf"
@@ -223,24 +222,7 @@ class ManagedFile(object):
             return handle.read()
 
     def write(self):
-        content = self.content()
-        if content is None:
-            if os.path.exists(self.path):
-                os.unlink(self.path)
-            return
-        folder = os.path.dirname(self.path) or "."
-        if not os.path.isdir(folder):
-            os.makedirs(folder, 0o755)
-        fd, tmp = tempfile.mkstemp(prefix=".netops-rp-filter.", dir=folder)
-        try:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(content)
-            os.chmod(tmp, 0o644)
-            os.rename(tmp, self.path)
-        except Exception:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        _put_file(self.path, self.content())
 
 
 def normalise(params, sysctl):
@@ -379,14 +361,25 @@ def write_values(sysctl, changes, current):
 
 
 def apply(sysctl, changes, current, managed):
-    """Write the kernel values, then the file; on failure put the values read before back."""
-    try:
-        write_values(sysctl, changes, current)
-        managed.write()
-    except (IOError, OSError) as exc:
-        try:
-            now = sysctl.read_all()
-            write_values(sysctl, dict((i, v) for i, v in current.items() if i in now and now[i] != v), now)
-        except (IOError, OSError) as undo_exc:
-            raise ApplyError("setting rp_filter failed: %s; restoring the previous values failed too: %s" % (exc, undo_exc), rolled_back=False)
-        raise ApplyError("setting rp_filter failed: %s; the values already written were restored" % (exc,), rolled_back=True)
+    """Write the kernel values, then the file, in one transaction: on failure the values read before are put back
+    (those already written by a half-done step too) and the file keeps its old content."""
+    old_content = managed.current_content()
+
+    def restore_values():
+        now = sysctl.read_all()
+        write_values(sysctl, dict((i, v) for i, v in current.items() if i in now and now[i] != v), now)
+
+    steps = []
+    if changes:
+        line = "setting %s" % ", ".join("%s = %d" % (sysctl_key(i), changes[i]) for i in order_writes(changes, current))
+        steps.append(Step(line, lambda: write_values(sysctl, changes, current), restore_values, partial=True))
+    steps.append(Step("writing %s" % managed.path, managed.write, lambda: _put_file(managed.path, old_content)))
+    apply_steps(steps)
+
+
+def _put_file(path, content):
+    """``path`` with ``content``, or no file for None."""
+    if content is None:
+        remove_file(path)
+    else:
+        write_file(path, content)

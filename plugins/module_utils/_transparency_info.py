@@ -5,7 +5,7 @@
 """Read-only snapshot of the kernel and nginx state the transparent proxy methods depend on.
 
 Everything is read through the collection's own readers (ip_rule, policy_route, rp_filter,
-tc_nat_backend_tc / tc_nat_backend_nft, tc_nat_filter.act_nat_support), so the troubleshooter
+_nat.tc_backend / _nat.nft_backend, _nat.kernel.act_nat_support), so the troubleshooter
 sees the kernel exactly as the modules that change it do. Nothing here writes anything; the
 result is plain data (strings, ints, lists, dicts) for troubleshoot.diagnose on the controller.
 """
@@ -24,7 +24,9 @@ from ansible_collections.netops.ip_transparency.plugins.module_utils import _ip_
 from ansible_collections.netops.ip_transparency.plugins.module_utils import _rp_filter as rpf
 from ansible_collections.netops.ip_transparency.plugins.module_utils._common import NetlinkError, interface_names
 from ansible_collections.netops.ip_transparency.plugins.module_utils._netlink import attr, parse_table
-from ansible_collections.netops.ip_transparency.plugins.module_utils._nat.run import act_nat_support
+from ansible_collections.netops.ip_transparency.plugins.module_utils._nat.kernel import act_nat_support
+from ansible_collections.netops.ip_transparency.plugins.module_utils._nat.nft_backend import NftBackend
+from ansible_collections.netops.ip_transparency.plugins.module_utils._nat.tc_backend import TcBackend
 
 AF_INET = 2
 CAP_NET_RAW = 13
@@ -110,9 +112,6 @@ def sysctls(root="/proc/sys/net/ipv4"):
 
 def nat_rules(ipr, devices):
     """device -> the stateless NAT rules on it, per backend, as tc_nat_filter reads them."""
-    from ansible_collections.netops.ip_transparency.plugins.module_utils._nat.nft_backend import NftBackend
-    from ansible_collections.netops.ip_transparency.plugins.module_utils._nat.tc_backend import TcBackend
-
     result = {}
     for device in devices:
         found = ipr.link_lookup(ifname=device)
@@ -124,10 +123,15 @@ def nat_rules(ipr, devices):
         except Exception as exc:  # reading must never stop the report: say what failed instead
             entry["tc"] = []
             entry["tc_error"] = str(exc)
-        nft = NftBackend(device).read()
-        entry["nftables"] = [rule.as_dict() for rule in nft.rules]
-        if nft.problems:
-            entry["nftables_problems"] = list(nft.problems)
+        try:
+            nft = NftBackend(device).read()
+        except Exception as exc:  # as above: a failed read is reported, not taken for "no rules"
+            entry["nftables"] = []
+            entry["nftables_error"] = str(exc)
+        else:
+            entry["nftables"] = [rule.as_dict() for rule in nft.rules]
+            if nft.problems:
+                entry["nftables_problems"] = list(nft.problems)
         result[device] = entry
     return result
 

@@ -107,7 +107,8 @@ def snapshot(module, ipr):
         path = module.get_bin_path(argv[0], opt_dirs=["/usr/sbin", "/sbin"])
         if path is None:
             return 127, "", "%s: command not found" % argv[0]
-        return module.run_command([path] + argv[1:])
+        # their output and errors are parsed: in the C locale, whatever the host's
+        return module.run_command([path] + argv[1:], environ_update={"LC_ALL": "C"})
 
     facts = gather(ipr, run_command, tables=module.params["tables"], destinations=module.params["destinations"],
                    nginx=module.params["nginx"])

@@ -19,7 +19,7 @@ import textwrap
 
 import pytest
 
-from ansible_collections.netops.ip_transparency.plugins.module_utils._nat.run import act_nat_support
+from ansible_collections.netops.ip_transparency.plugins.module_utils._nat.kernel import act_nat_support
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COLLECTIONS = os.path.join(ROOT, ".collections")
@@ -300,7 +300,7 @@ def test_tc_half_applied_change_is_rolled_back(pair, run_module, sh):
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["rolled_back"] is True, result
-    assert "tc filter add dev up0" in result["msg"] and "act_nat" in result["msg"] and "undone" in result["msg"]
+    assert "tc filter add dev up0" in result["msg"] and "act_nat" in result["msg"] and "3 earlier change(s) rolled back" in result["msg"], result
     assert "noqueue" in sh(pair.up, "tc qdisc show dev up0")
     assert sh(pair.up, "tc filter show dev up0") == ""
 
@@ -542,8 +542,67 @@ def test_tc_half_applied_change_with_exclusions_is_rolled_back(pair, sh):
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["rolled_back"] is True, result
-    failed_at = "failed at 'tc filter add dev up0 parent d5: protocol ip prio 1 handle ::1 u32 match ip dst 172.16.0.1/32 action gact pass'"
+    failed_at = "tc filter add dev up0 parent d5: protocol ip prio 1 handle ::1 u32 match ip dst 172.16.0.1/32 action gact pass failed: "
     assert result["msg"].startswith(failed_at), result
-    assert "the 2 change(s) applied before were undone" in result["msg"], result
+    assert "2 earlier change(s) rolled back" in result["msg"], result
     assert "noqueue" in sh(pair.up, "tc qdisc show dev up0")
     assert sh(pair.up, "tc filter show dev up0") == ""
+
+
+# --- a device that is gone: state absent still removes what the module left for it (issue 13, defect 4) ------------
+
+
+def test_absent_on_a_vanished_device_removes_its_boot_files_and_table(pair, run_module, sh, tmp_path):
+    """The device was deleted (a veth, a VLAN): its boot files would recreate rules at boot; absent removes them and
+    the module's table, which the kernel may keep without its device. present still refuses an unknown device."""
+    sh(pair.up, "ip link add gone0 type veth peer name gone1 && ip link set gone0 up")
+    args = persisted(tmp_path, device="gone0", backend="nftables", rules=RULES[:1])
+    first = run_module(pair.up, "tc_nat_filter", args)
+    assert first["changed"] is True and len(first["boot_files"]) == 3, first
+    sh(pair.up, "ip link del gone0")
+
+    gone = run_module(pair.up, "tc_nat_filter", persisted(tmp_path, device="gone0", state="absent"))
+    assert gone.get("failed") is not True and gone["changed"] is True and gone["boot_files"] == [], gone
+    assert not any(os.path.lexists(path) for path in first["boot_files"]), first["boot_files"]
+    assert "netops_nat_gone0" not in nft_tables(sh, pair.up)
+    again = run_module(pair.up, "tc_nat_filter", persisted(tmp_path, device="gone0", state="absent"))
+    assert again.get("failed") is not True and again["changed"] is False, again
+    refused = run_module(pair.up, "tc_nat_filter", args)
+    assert refused.get("failed") and "unknown interface 'gone0'" in refused["msg"], refused
+
+
+# --- pyroute2: the tc backend's requests use its public API only (issue 13, defect 8) ---------------------------------
+
+PYROUTE2_REQUESTS = textwrap.dedent("""
+    import json
+    from pyroute2 import IPRoute
+    from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import tc_backend
+    with IPRoute() as ipr:
+        index = ipr.link_lookup(ifname="up0")[0]
+        status = getattr(ipr, "status", None)
+        before = sorted(status) if isinstance(status, dict) else None
+        tc = tc_backend.TcBackend(ipr, "up0", index)
+        tc._add_qdisc()
+        added = tc.read().root_ours
+        tc._del_qdisc()
+        removed = not tc.read().exists
+        try:
+            tc._del_qdisc()
+            refused = None
+        except tc_backend.TcRequestError as exc:
+            refused = [exc.code, str(exc)]
+        status = getattr(ipr, "status", None)
+        after = sorted(status) if isinstance(status, dict) else None
+    print(json.dumps({"added": added, "removed": removed, "refused": refused, "before": before, "after": after}))
+""")
+
+
+def test_tc_requests_go_through_pyroute2s_public_api(pair):
+    """With the installed pyroute2 (0.7 or 0.9): a request is sent and acknowledged, a refused one raises with the
+    kernel's errno, and pyroute2's internal state is left as it was."""
+    proc = ns_python(pair.up, PYROUTE2_REQUESTS)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["added"] is True and result["removed"] is True, result
+    assert result["refused"] and result["refused"][0] in (2, 22) and "kernel refused" in result["refused"][1], result
+    assert result["before"] == result["after"], "the tc backend changed pyroute2's internal state: %s" % result

@@ -2,7 +2,7 @@
 # Copyright: netops maintainers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # Private to this collection: not a public API; names and signatures may change in any release.
-"""The tc ``nat`` action (the kernel's act_nat): encoder, decoder and pyroute2 registration.
+"""The tc ``nat`` action (the kernel's act_nat): encoder and decoder.
 
 pyroute2 knows gact, mirred, police, bpf, connmark, skbedit and vlan, not ``nat``. This module
 carries the codec, written after the kernel's ``include/uapi/linux/tc_act/tc_nat.h``::
@@ -20,11 +20,10 @@ carries the codec, written after the kernel's ``include/uapi/linux/tc_act/tc_nat
 Two layers:
 
 - ``encode_parms``/``decode_parms``: ``struct tc_nat`` to and from bytes, with nothing but the
-  standard library, so the unit tests can compare them with what iproute2's ``tc`` sends;
-- ``options``/``get_parameters`` (when pyroute2 is importable): the same layout as a pyroute2 NLA,
-  registered under the kind ``nat`` in pyroute2's action table
-  (``pyroute2.netlink.rtnl.tcmsg.common_act.plugins``), so that pyroute2 decodes ``nat`` actions of
-  dumped filters and ``IPRoute.tc("add-filter", ..., action={"kind": "nat", ...})`` encodes them.
+  standard library, so the unit tests can compare them with what iproute2's ``tc`` sends; the tc
+  backend decodes dumped filters with ``decode_parms``;
+- ``options``/``parms_fields`` (when pyroute2 is importable): the same layout as a pyroute2 NLA, which
+  the tc backend's filter messages carry as their action's options. Nothing is registered in pyroute2.
 
 The kernel's semantics (net/sched/act_nat.c), which decide how rules can be expressed: a packet
 whose source (egress) or destination (ingress) address ``addr`` satisfies
@@ -39,7 +38,6 @@ __metaclass__ = type
 
 import ipaddress
 import struct
-import sys
 
 TCA_NAT_UNSPEC = 0
 TCA_NAT_PARMS = 1
@@ -136,22 +134,10 @@ def decode_parms(data):
     }
 
 
-def render(parms):
-    """tc's own words for decoded parms: ``nat egress 172.16.0.11/32 192.168.99.10 continue``."""
-    return "nat %s %s %s %s" % (parms["direction"], parms["old"], parms["new"], parms["control"])
-
-
-def encode_options(old, new, direction="egress", control="ok"):
-    """The whole TCA_ACT_OPTIONS payload (the nested TCA_NAT_PARMS attribute) as bytes."""
-    parms = encode_parms(old, new, direction, control)
-    return struct.pack("=HH", 4 + len(parms), TCA_NAT_PARMS) + parms
-
-
 # --- pyroute2 -----------------------------------------------------------------------------------
 
 try:
     from pyroute2.netlink import NLA_F_NESTED, nla
-    from pyroute2.netlink.rtnl.tcmsg import common_act
 
     HAS_PYROUTE2 = True
 except ImportError:  # pragma: no cover - exercised where pyroute2 is absent
@@ -202,44 +188,3 @@ def parms_fields(old, new, direction="egress", control="ok"):
     for name in ("old_addr", "new_addr", "mask"):
         result[name] = struct.unpack(">I", result[name])[0]
     return result
-
-
-def get_parameters(kwarg):
-    """pyroute2's action plugin interface: ``{"kind": "nat", "old": .., "new": .., "direction": .., "action": ..}``.
-
-    ``action`` is the control action (default ``ok``, as tc's).
-    """
-    fields = parms_fields(kwarg["old"], kwarg["new"], kwarg.get("direction", "egress"), kwarg.get("action", "ok"))
-    return {"attrs": [["TCA_NAT_PARMS", fields]]}
-
-
-def parms_from_nla(parms):
-    """Decode the ``tca_nat_parms`` NLA of a pyroute2 dump into ``decode_parms``' dict."""
-    raw = struct.pack(
-        PARMS_FORMAT,
-        parms["index"],
-        parms["capab"],
-        parms["action"],
-        parms["refcnt"],
-        parms["bindcnt"],
-        struct.pack(">I", parms["old_addr"]),
-        struct.pack(">I", parms["new_addr"]),
-        struct.pack(">I", parms["mask"]),
-        parms["flags"],
-    )
-    return decode_parms(raw)
-
-
-def register():
-    """Put this codec in pyroute2's action table under ``nat``; returns whether pyroute2 is there.
-
-    Idempotent. pyroute2 has no ``nat`` of its own (0.7 to 0.9); should a later one bring it,
-    ours replaces it so that every caller in the collection sees the same decoded layout.
-    """
-    if not HAS_PYROUTE2:
-        return False
-    common_act.plugins["nat"] = sys.modules[__name__]
-    return True
-
-
-register()

@@ -56,15 +56,9 @@ import shutil
 import socket
 import subprocess
 
-from ansible_collections.netops.ip_transparency.plugins.module_utils._common import KernelFeatureError, ValidationError
-from ansible_collections.netops.ip_transparency.plugins.module_utils._nat.run import (
-    IPPROTO,
-    Rule,
-    Step,
-    collapse,
-    collapse_networks,
-    device_id,
-)
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import KernelFeatureError, Plan, ReadError, ValidationError, c_locale_env
+from ansible_collections.netops.ip_transparency.plugins.module_utils._nat.model import IPPROTO, Rule, collapse, collapse_networks, device_id
+from ansible_collections.netops.ip_transparency.plugins.module_utils._transaction import Step
 
 TABLE_PREFIX = "netops_nat_"
 CHAIN = "egress"
@@ -73,6 +67,14 @@ SETS = {4: "exclude4", 6: "exclude6"}
 ADDR_TYPE = {4: "ipv4_addr", 6: "ipv6_addr"}
 FAMILY = {4: "ip", 6: "ip6"}
 MARK = "netops.ip_transparency.tc_nat_filter"
+
+
+# what nft says (in the C locale) when the table it is asked to list does not exist: the one error that means "no table"
+NO_SUCH_TABLE = "No such file or directory"
+
+
+def _one_line(text):
+    return re.sub(r"\s+", " ", text).strip()
 
 
 def table_name(device):
@@ -178,13 +180,6 @@ class NftState(object):
         return lines
 
 
-class Plan(object):
-    def __init__(self, before, after, steps):
-        self.before = before
-        self.after = after
-        self.steps = steps
-
-
 def _key_value(value):
     """An element's address part -> list of networks (a prefix, an address or a range)."""
     if isinstance(value, dict):
@@ -270,7 +265,8 @@ class NftBackend(object):
         self.nft = nft or shutil.which("nft") or shutil.which("nft", path="/usr/sbin:/sbin:/usr/local/sbin")
 
     def _run(self, args, stdin=None):
-        proc = subprocess.run([self.nft] + list(args), input=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, check=False)
+        proc = subprocess.run([self.nft] + list(args), input=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                              check=False, env=c_locale_env())
         return proc.returncode, proc.stdout, proc.stderr
 
     def read(self, required=False):
@@ -282,14 +278,16 @@ class NftBackend(object):
             return state
         rc, out, err = self._run(["-j", "list", "table", "netdev", self.table])
         if rc != 0:
-            if "No such file or directory" in err or "does not exist" in err:
+            if NO_SUCH_TABLE in err:
                 return state
             if required:
-                raise KernelFeatureError("nft cannot list netdev tables here: %s" % err.strip())
-            return state
+                raise KernelFeatureError("nft cannot list netdev tables here: %s" % _one_line(err))
+            raise ReadError("nft list table netdev %s failed (rc %d): %s" % (self.table, rc, _one_line(err)))
         state.exists = True
         rc, text, err = self._run(["list", "table", "netdev", self.table])
-        state.text = text if rc == 0 else None
+        if rc != 0:
+            raise ReadError("nft list table netdev %s failed (rc %d): %s" % (self.table, rc, _one_line(err)))
+        state.text = text
         state.ours = bool(state.text) and ('comment "%s"' % comment(self.device)) in state.text
         try:
             self._check(state, json.loads(out).get("nftables", []))
@@ -353,30 +351,30 @@ class NftBackend(object):
         before = state.lines(self.device)
         if state.exists and not state.ours:
             if not rules:
-                return Plan(before, before, [])  # not ours: nothing of the module's to remove
+                return Plan(before, before)  # not ours: nothing of the module's to remove
             raise ValidationError(
                 "nftables table netdev %s exists but was not created by tc_nat_filter (no comment \"%s\"); "
                 "it will not replace it: delete or rename it" % (self.table, comment(self.device))
             )
         if not rules:
             if not state.exists:
-                return Plan(before, [], [])
-            return Plan(before, [], [Step("nft delete table netdev %s" % self.table, self._delete, self._restore(state))])
+                return Plan(before, [])
+            return Plan(before, [], steps=[Step("nft delete table netdev %s" % self.table, self._delete, self._restore(state))])
         if self.nft is None:
             raise KernelFeatureError("backend nftables needs the nft command (Debian package nftables); none found in PATH")
         if '"' in self.device or "\\" in self.device:
             raise ValidationError("device %r cannot be named in an nftables chain" % self.device)
         after = state_lines(self.device, rules, exclusions)
         if state.intact and set(state.rules) == set(rules) and set(state.exclusions) == set(exclusions):
-            return Plan(before, after, [])
+            return Plan(before, after)
         script = replace_script(self.device, rules, exclusions)
         line = "nft -f - <<< '%s'" % " ".join(render_table(self.device, rules, exclusions).split())
-        return Plan(before, after, [Step(line, lambda: self._load(script), self._restore(state))])
+        return Plan(before, after, steps=[Step(line, lambda: self._load(script), self._restore(state))])
 
     def _load(self, script):
         rc, out, err = self._run(["-f", "-"], stdin=script)
         if rc != 0:
-            raise RuntimeError("nft -f - failed (the transaction was not applied): %s" % re.sub(r"\s+", " ", err).strip())
+            raise RuntimeError("nft -f - failed (the transaction was not applied): %s" % _one_line(err))
 
     def _delete(self):
         self._load(delete_script(self.device))

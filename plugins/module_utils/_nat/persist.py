@@ -17,7 +17,8 @@ next to what it sets in the kernel, the files that set it again at boot without 
 
 The files always say what the kernel holds after the run: they are written with the kernel change,
 in the same transaction (undone if a later step fails), and removed when no rule is left or when
-``persist`` is off (a boot file the caller no longer wants would bring old rules back).
+``persist`` is off (a boot file the caller no longer wants would bring old rules back). ``systemctl
+daemon-reload`` follows the transaction: it cannot be undone, and the state it comes after is correct.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -26,12 +27,11 @@ __metaclass__ = type
 
 import os
 import subprocess
-import tempfile
 
-from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import nft_backend
-from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import tc_backend
-from ansible_collections.netops.ip_transparency.plugins.module_utils._common import ValidationError
-from ansible_collections.netops.ip_transparency.plugins.module_utils._nat.run import Step, device_id
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import ApplyError, ValidationError, c_locale_env
+from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import nft_backend, tc_backend
+from ansible_collections.netops.ip_transparency.plugins.module_utils._nat.model import device_id
+from ansible_collections.netops.ip_transparency.plugins.module_utils._transaction import Step, remove_file, write_file
 
 DEFAULT_PERSIST_DIR = "/etc/netops-ip-transparency"
 DEFAULT_UNIT_DIR = "/etc/systemd/system"
@@ -161,40 +161,54 @@ def plan(current, wanted, unit_dir):
         else:
             line = "write %s" % path
         steps.append(Step(line, _writer(path, want), _writer(path, have)))
-    if steps and unit_dir == DEFAULT_UNIT_DIR and os.path.isdir("/run/systemd/system"):
-        # systemd reads unit files at boot anyway; the reload keeps `systemctl status` from calling them changed on disk
-        steps.append(Step("systemctl daemon-reload", _daemon_reload))
     return steps
 
 
+RELOAD_LINE = "systemctl daemon-reload"
+
+
+def reload_wanted(steps, unit_dir):
+    """Whether systemd should re-read the unit files after ``steps`` (the boot file changes) were applied.
+
+    systemd reads unit files at boot anyway; the reload keeps ``systemctl status`` from calling them changed on disk.
+    It comes after the transaction, not in it: nothing can undo it, and its failure leaves the kernel and the files
+    right (see reload_systemd)."""
+    return bool(steps) and unit_dir == DEFAULT_UNIT_DIR and os.path.isdir("/run/systemd/system")
+
+
+def reload_systemd():
+    """``systemctl daemon-reload`` once the kernel and the boot files are what they should be.
+
+    Its failure is reported as such (ApplyError, rolled_back false): what was applied is correct and is kept."""
+    try:
+        _daemon_reload()
+    except subprocess.CalledProcessError as exc:
+        raise ApplyError(_reload_failure("exit status %d: %s" % (exc.returncode, " ".join((exc.stderr or "").split()))), rolled_back=False)
+    except OSError as exc:
+        raise ApplyError(_reload_failure(str(exc)), rolled_back=False)
+
+
+def _reload_failure(cause):
+    return ("the NAT rules and the boot files were applied and are kept (nothing was rolled back), but %s failed (%s): "
+            "systemd still has the old unit files loaded until it is run again" % (RELOAD_LINE, cause))
+
+
 def _writer(path, content):
+    """A step's do/undo: make ``path`` hold ``content`` (a Link: a symbolic link; None: nothing)."""
     def write():
         if content is None:
-            _remove(path)
-            return
-        directory = os.path.dirname(path)
-        if not os.path.isdir(directory):
-            os.makedirs(directory, 0o755)
-        if isinstance(content, Link):
-            _remove(path)
+            remove_file(path)
+        elif isinstance(content, Link):
+            directory = os.path.dirname(path)
+            if not os.path.isdir(directory):
+                os.makedirs(directory, 0o755)
+            remove_file(path)
             os.symlink(content, path)
-            return
-        fd, tmp = tempfile.mkstemp(prefix=".netops-", dir=directory)
-        try:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(content)
-            os.chmod(tmp, 0o644)
-            os.rename(tmp, path)
-        except Exception:
-            _remove(tmp)
-            raise
+        else:
+            write_file(path, content)
     return write
 
 
-def _remove(path):
-    if os.path.islink(path) or os.path.exists(path):
-        os.unlink(path)
-
-
 def _daemon_reload():
-    subprocess.run(["systemctl", "daemon-reload"], check=True, capture_output=True)
+    subprocess.run(["systemctl", "daemon-reload"], check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                   env=c_locale_env())

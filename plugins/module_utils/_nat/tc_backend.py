@@ -36,8 +36,8 @@ Layout on the device (``tc`` words; d5 as in DSR)::
   deleted. The filters are the module's when they sit at prio 1, protocol ip, in hash table d5:
   or link to it; anything else at that prio is foreign and the module refuses to share it.
 
-Messages are built with pyroute2's netlink classes, the nat action with the codec registered by
-tc_nat_action; filters are read back from pyroute2's dumps, whose raw bytes are decoded here
+Messages are built with pyroute2's netlink classes, the nat action's options with act_nat_codec's; requests go
+through pyroute2's public nlm_request_batch; filters are read back from its dumps, whose raw bytes are decoded here
 (pyroute2's own u32 selector decoder misreads the keys).
 """
 
@@ -52,9 +52,10 @@ import socket
 import struct
 import time
 
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import NetlinkError, Plan, ReadError, ValidationError
 from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import act_nat_codec as tc_nat_action
-from ansible_collections.netops.ip_transparency.plugins.module_utils._common import NetlinkError, ValidationError
-from ansible_collections.netops.ip_transparency.plugins.module_utils._nat.run import IPPROTO, Rule, Step, collapse, collapse_networks
+from ansible_collections.netops.ip_transparency.plugins.module_utils._nat.model import IPPROTO, Rule, collapse, collapse_networks
+from ansible_collections.netops.ip_transparency.plugins.module_utils._transaction import Step
 
 try:
     from pyroute2.netlink import NLA_F_NESTED, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, nla, nlmsg
@@ -179,61 +180,45 @@ if HAS_NETLINK:
         class htb_options(nla):
             nla_map = ((0, "TCA_HTB_UNSPEC", "none"), (1, "TCA_HTB_PARMS", "none"), (2, "TCA_HTB_INIT", "cdata"))
 
-    class u32_filter_msg(nlmsg):
-        """A u32 filter whose actions are ``nat`` (encoded by tc_nat_action's registered codec)."""
+    def _u32_msg(action_options):
+        """A u32 filter message class whose actions' TCA_ACT_OPTIONS are ``action_options`` (an nla class)."""
 
-        prefix = "TCA_"
-        fields = _TCMSG_FIELDS
-        nla_map = (("TCA_UNSPEC", "none"), ("TCA_KIND", "asciiz"), ("TCA_OPTIONS", "u32_options"))
+        class u32_msg(nlmsg):
+            prefix = "TCA_"
+            fields = _TCMSG_FIELDS
+            nla_map = (("TCA_UNSPEC", "none"), ("TCA_KIND", "asciiz"), ("TCA_OPTIONS", "u32_options"))
 
-        class u32_options(nla):
-            nla_map = (
-                (0, "TCA_U32_UNSPEC", "none"),
-                (1, "TCA_U32_CLASSID", "uint32"),
-                (2, "TCA_U32_HASH", "uint32"),
-                (3, "TCA_U32_LINK", "uint32"),
-                (4, "TCA_U32_DIVISOR", "uint32"),
-                (5, "TCA_U32_SEL", "cdata"),
-                (7, "TCA_U32_ACT", "act_prio"),
-            )
+            class u32_options(nla):
+                nla_map = (
+                    (0, "TCA_U32_UNSPEC", "none"),
+                    (1, "TCA_U32_CLASSID", "uint32"),
+                    (2, "TCA_U32_HASH", "uint32"),
+                    (3, "TCA_U32_LINK", "uint32"),
+                    (4, "TCA_U32_DIVISOR", "uint32"),
+                    (5, "TCA_U32_SEL", "cdata"),
+                    (7, "TCA_U32_ACT", "act_prio"),
+                )
 
-            class act_prio(nla):
-                nla_map = tuple((i, "TCA_ACT_PRIO_%d" % i, "tca_act") for i in range(1, 33))
+                class act_prio(nla):
+                    nla_map = tuple((i, "TCA_ACT_PRIO_%d" % i, "tca_act") for i in range(1, 33))
 
-                class tca_act(nla):
-                    nla_map = ((0, "TCA_ACT_UNSPEC", "none"), (1, "TCA_ACT_KIND", "asciiz"), (2, "TCA_ACT_OPTIONS", "nat_options"))
+                    class tca_act(nla):
+                        nla_map = ((0, "TCA_ACT_UNSPEC", "none"), (1, "TCA_ACT_KIND", "asciiz"), (2, "TCA_ACT_OPTIONS", "options"))
 
-                    nat_options = tc_nat_action.options
+                        options = action_options
 
-    class u32_pass_msg(nlmsg):
-        """A u32 filter whose action is ``gact`` (the pass filters of excluded destinations)."""
+        return u32_msg
 
-        prefix = "TCA_"
-        fields = _TCMSG_FIELDS
-        nla_map = (("TCA_UNSPEC", "none"), ("TCA_KIND", "asciiz"), ("TCA_OPTIONS", "u32_options"))
+    class gact_options(nla):
+        """TCA_ACT_OPTIONS of ``gact`` (tc sends it with NLA_F_NESTED): struct tc_gact as bytes."""
 
-        class u32_options(nla):
-            nla_map = (
-                (0, "TCA_U32_UNSPEC", "none"),
-                (1, "TCA_U32_CLASSID", "uint32"),
-                (2, "TCA_U32_HASH", "uint32"),
-                (3, "TCA_U32_LINK", "uint32"),
-                (4, "TCA_U32_DIVISOR", "uint32"),
-                (5, "TCA_U32_SEL", "cdata"),
-                (7, "TCA_U32_ACT", "act_prio"),
-            )
+        nla_flags = NLA_F_NESTED
+        nla_map = ((0, "TCA_GACT_UNSPEC", "none"), (1, "TCA_GACT_TM", "none"), (2, "TCA_GACT_PARMS", "cdata"))
 
-            class act_prio(nla):
-                nla_map = tuple((i, "TCA_ACT_PRIO_%d" % i, "tca_act") for i in range(1, 33))
-
-                class tca_act(nla):
-                    nla_map = ((0, "TCA_ACT_UNSPEC", "none"), (1, "TCA_ACT_KIND", "asciiz"), (2, "TCA_ACT_OPTIONS", "gact_options"))
-
-                    class gact_options(nla):
-                        """TCA_ACT_OPTIONS of ``gact`` (tc sends it with NLA_F_NESTED): struct tc_gact as bytes."""
-
-                        nla_flags = NLA_F_NESTED
-                        nla_map = ((0, "TCA_GACT_UNSPEC", "none"), (1, "TCA_GACT_TM", "none"), (2, "TCA_GACT_PARMS", "cdata"))
+    # a u32 filter whose action is ``nat`` (the codec of act_nat_codec), and one whose action is ``gact`` (the
+    # pass filters of excluded destinations); the hash table and the link have no action and use the first
+    u32_filter_msg = _u32_msg(tc_nat_action.options)
+    u32_pass_msg = _u32_msg(gact_options)
 
 
 def _new_msg(cls, index, handle, parent, info, attrs):
@@ -506,16 +491,21 @@ def expand(rules):
     return leaves
 
 
+def errno_text(exc):
+    """A NetlinkError in words: the errno's name and the kernel's message (``EPERM (1, 'Operation not permitted')``)."""
+    code = getattr(exc, "code", None)
+    return "%s %s" % (errno.errorcode.get(code, str(code)), exc)
+
+
 class TcRequestError(Exception):
     """A netlink request the kernel refused, in words (errno name and the kernel's message)."""
 
     def __init__(self, exc, adding_action=False):
         code = getattr(exc, "code", None)
-        name = errno.errorcode.get(code, str(code))
-        text = str(exc)
+        text = errno_text(exc)
         if code == errno.ENOENT and adding_action:
             text += " (the kernel answers ENOENT when it cannot load the action module, act_nat)"
-        super(TcRequestError, self).__init__("kernel refused: %s %s" % (name, text))
+        super(TcRequestError, self).__init__("kernel refused: %s" % text)
         self.code = code
 
 
@@ -570,13 +560,6 @@ class TcState(object):
         return out
 
 
-class Plan(object):
-    def __init__(self, before, after, steps):
-        self.before = before
-        self.after = after
-        self.steps = steps
-
-
 class TcBackend(object):
     """Read, plan and apply the module's tc objects on one device through an open IPRoute."""
 
@@ -591,7 +574,7 @@ class TcBackend(object):
     # reading
     def read(self):
         state = TcState()
-        roots = [decode_message(_raw(q)) for q in self.ipr.get_qdiscs(self.index) if q["index"] == self.index and q["parent"] == TC_H_ROOT]
+        roots = [q for q in self._dump("qdiscs", self.ipr.get_qdiscs, index=self.index) if q["index"] == self.index and q["parent"] == TC_H_ROOT]
         if not roots:
             return state
         root = roots[0]
@@ -643,26 +626,34 @@ class TcBackend(object):
         state.leaves.append(leaf)
         return True
 
-    def _dump_filters(self, parent):
+    def _dump(self, what, call, **kwargs):
+        """A dump, decoded. The kernel's "no such object/device" (ENOENT, ENODEV) is an empty answer; any other
+        refusal is a ReadError with its cause, never taken for "nothing there"."""
         try:
-            return [decode_message(_raw(f)) for f in self.ipr.get_filters(index=self.index, parent=parent)]
-        except NetlinkError:
-            return []
+            return [decode_message(_raw(msg)) for msg in call(**kwargs)]
+        except NetlinkError as exc:
+            if getattr(exc, "code", None) in (errno.ENOENT, errno.ENODEV):
+                return []
+            raise ReadError("reading the tc %s of %s failed: %s" % (what, self.device, errno_text(exc)))
+
+    def _dump_filters(self, parent):
+        return self._dump("filters", self.ipr.get_filters, index=self.index, parent=parent)
 
     def _dump_classes(self):
-        try:
-            return [decode_message(_raw(c)) for c in self.ipr.get_classes(index=self.index)]
-        except NetlinkError:
-            return []
+        return self._dump("classes", self.ipr.get_classes, index=self.index)
 
     # netlink calls
     def _request(self, msg, msg_type, flags):
-        status = getattr(self.ipr, "status", None)
-        if isinstance(status, dict):
-            # pyroute2 0.9's sync IPRoute never sets this key, which its nlm_request reads
-            status.setdefault("nlm_generator", False)
+        """Send one request and wait for the kernel's answer (NLM_F_ACK): TcRequestError when it refuses.
+
+        ``nlm_request_batch`` is pyroute2's public call for requests with side effects, alike in 0.7 and 0.9
+        (0.9's sync ``nlm_request`` reads a status key its IPRoute never sets); the type and flags travel in
+        the message's header, which is how that call takes them.
+        """
+        msg["header"]["type"] = msg_type
+        msg["header"]["flags"] = flags
         try:
-            list(self.ipr.nlm_request(msg, msg_type=msg_type, msg_flags=flags))
+            list(self.ipr.nlm_request_batch([msg]))
         except NetlinkError as exc:
             raise TcRequestError(exc, adding_action=msg_type == RTM_NEWTFILTER)
 
@@ -723,7 +714,7 @@ class TcBackend(object):
         wanted = expand(rules)
         before = state.lines()
         if not wanted:
-            return Plan(before, [], self._removal_steps(state))
+            return Plan(before, [], steps=self._removal_steps(state))
         exclusions = list(exclusions)
         steps = []
         parent = state.parent
@@ -784,7 +775,7 @@ class TcBackend(object):
         after.append(render_link(parent))
         for key in sorted(wanted, key=leaf_order):
             after.append(render_leaf(parent, key[0], key[1], key[2], wanted[key]))
-        return Plan(before, after, steps)
+        return Plan(before, after, steps=steps)
 
     def _pass_changes(self, state, parent, exclusions):
         """Steps that turn the pass filters into one per prefix of ``exclusions``: ([(node, dst)] after, steps).

@@ -1,4 +1,4 @@
-"""Unit tests of the tc ``nat`` action codec (module_utils/tc_nat_action) and of the tc messages built with it.
+"""Unit tests of the tc ``nat`` action codec (_nat/act_nat_codec) and of the tc messages built with it.
 
 The reference is iproute2 itself: tests/unit/fixtures/tc_nat/tc_requests.json holds the netlink requests
 ``tc`` sent for the commands listed there (captured with strace by capture.py in the same directory; the
@@ -77,7 +77,6 @@ def test_decoding_what_tc_sends(fragment, args):
     assert parms["new"] == ipaddress.ip_address(new)
     assert parms["direction"] == direction
     assert parms["control"] == {"ok": "pass"}.get(control, control)
-    assert tc_nat_action.render(parms) == "nat %s %s %s %s" % (direction, ipaddress.ip_network(old), new, {"ok": "pass"}.get(control, control))
 
 
 @pytest.mark.parametrize("old, new, direction, control", [
@@ -117,43 +116,6 @@ def test_encode_refuses(args, message):
 def test_decode_refuses_short_data():
     with pytest.raises(ValueError, match="36 bytes"):
         tc_nat_action.decode_parms(b"\0" * 35)
-
-
-def test_encode_options_is_the_nested_parms_attribute():
-    data = tc_nat_action.encode_options("172.16.0.11", "192.168.99.10")
-    assert data[:4] == struct.pack("=HH", 40, tc_nat_action.TCA_NAT_PARMS)
-    assert data[4:] == tc_nat_action.encode_parms("172.16.0.11", "192.168.99.10")
-
-
-# --- pyroute2: registration, encoding through its classes, decoding of its dumps --------------------
-
-def test_registered_in_pyroute2s_action_table():
-    from pyroute2.netlink.rtnl.tcmsg import common_act
-
-    assert tc_nat_action.register() is True
-    assert common_act.plugins["nat"] is tc_nat_action
-    # what pyroute2 builds for {"kind": "nat", ...} (IPRoute.tc("add-filter", ..., action=...))
-    action = common_act.get_tca_action({"action": {"kind": "nat", "old": "172.16.0.11", "new": "192.168.99.10", "action": "continue"}})
-    (prio, opt), = action["attrs"]
-    assert prio == "TCA_ACT_PRIO_1"
-    assert dict(opt["attrs"])["TCA_ACT_KIND"] == "nat"
-    fields = dict(dict(opt["attrs"])["TCA_ACT_OPTIONS"]["attrs"])["TCA_NAT_PARMS"]
-    assert fields == tc_nat_action.parms_fields("172.16.0.11/32", "192.168.99.10", "egress", "continue")
-
-
-@pytest.mark.parametrize("fragment, args", NAT_CASES)
-def test_pyroute2_decodes_tc_requests_through_the_registered_codec(fragment, args):
-    """pyroute2's own tcmsg parser, given what tc sent, finds the nat parms through plugins["nat"]."""
-    from pyroute2.netlink.rtnl.tcmsg import tcmsg
-
-    msg = tcmsg(raw(fragment))
-    msg.decode()
-    act = msg.get_attr("TCA_OPTIONS").get_attr("TCA_U32_ACT").get_attr("TCA_ACT_PRIO_1")
-    assert act.get_attr("TCA_ACT_KIND") == "nat"
-    parms = act.get_attr("TCA_ACT_OPTIONS").get_attr("TCA_NAT_PARMS")
-    decoded = tc_nat_action.parms_from_nla(parms)
-    assert decoded == tc_nat_action.decode_parms(nat_parms_of(raw(fragment)))
-    assert decoded["old"] == ipaddress.ip_network(args[0], strict=False)
 
 
 # --- whole requests built by the tc backend vs tc's ----------------------------------------------------

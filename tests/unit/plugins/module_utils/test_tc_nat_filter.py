@@ -8,8 +8,10 @@ import pytest
 
 from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import nft_backend as nftb
 from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import tc_backend as tcb
-from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import run as t
-from ansible_collections.netops.ip_transparency.plugins.module_utils._common import ApplyError, KernelFeatureError, ValidationError
+from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import model as t
+from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import kernel as nat_kernel
+from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import run as nat_run
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import KernelFeatureError, ValidationError
 
 VIP = "192.168.99.10"
 
@@ -99,7 +101,7 @@ def kernel(tmp_path):
         moddir = modules / "6.1.0-test"
 
         def detect(self):
-            return t.act_nat_support("6.1.0-test", str(proc), str(modules), str(boot))
+            return nat_kernel.act_nat_support("6.1.0-test", str(proc), str(modules), str(boot))
 
     kernel = Kernel()
     kernel.proc, kernel.boot = proc, boot
@@ -174,48 +176,20 @@ NO = staticmethod(lambda: (False, "CONFIG_NET_ACT_NAT is not set in /proc/config
     ("nftables", YES, [rule("172.16.0.11/32")], "nftables"),
 ])
 def test_choose_backend(requested, detect, rule_list, expected):
-    assert t.choose_backend(requested, rule_list, "present", detect.__func__)[0] == expected
+    assert nat_run.choose_backend(requested, rule_list, "present", detect.__func__)[0] == expected
 
 
 def test_tc_without_act_nat_names_the_feature_and_the_alternative():
     with pytest.raises(KernelFeatureError) as info:
-        t.choose_backend("tc", [rule("172.16.0.11/32")], "present", NO.__func__)
+        nat_run.choose_backend("tc", [rule("172.16.0.11/32")], "present", NO.__func__)
     assert "act_nat" in str(info.value) and "CONFIG_NET_ACT_NAT" in str(info.value) and "backend: nftables" in str(info.value)
     # absent needs no act_nat: it only removes
-    assert t.choose_backend("tc", [], "absent", NO.__func__)[0] == "tc"
+    assert nat_run.choose_backend("tc", [], "absent", NO.__func__)[0] == "tc"
 
 
 def test_ipv6_with_tc_is_an_input_error():
     with pytest.raises(ValidationError, match="IPv4-only"):
-        t.choose_backend("tc", [rule("2001:db8::/64", nat_to="2001:db8::1")], "present", YES.__func__)
-
-
-# --- transactions ----------------------------------------------------------------------------------------
-
-def test_apply_steps_undoes_in_reverse_on_failure():
-    log = []
-
-    def fail():
-        raise RuntimeError("kernel says no")
-
-    steps = [t.Step("one", lambda: log.append("do 1"), lambda: log.append("undo 1")),
-             t.Step("two", lambda: log.append("do 2"), None),
-             t.Step("three", lambda: log.append("do 3"), lambda: log.append("undo 3")),
-             t.Step("four", fail, lambda: log.append("undo 4"))]
-    with pytest.raises(ApplyError) as info:
-        t.apply_steps(steps)
-    assert info.value.rolled_back is True
-    assert "failed at 'four': kernel says no" in str(info.value)
-    assert log == ["do 1", "do 2", "do 3", "undo 3", "undo 1"]
-
-
-def test_apply_steps_reports_a_failed_undo():
-    def fail():
-        raise RuntimeError("boom")
-
-    with pytest.raises(ApplyError) as info:
-        t.apply_steps([t.Step("one", lambda: None, fail), t.Step("two", fail)])
-    assert info.value.rolled_back is False and "undoing what was applied failed too: one: boom" in str(info.value)
+        nat_run.choose_backend("tc", [rule("2001:db8::/64", nat_to="2001:db8::1")], "present", YES.__func__)
 
 
 # --- the tc backend's plan -------------------------------------------------------------------------------
@@ -225,10 +199,9 @@ class FakeIPR(object):
 
     def __init__(self):
         self.sent = []
-        self.status = {}
 
-    def nlm_request(self, msg, msg_type, msg_flags):
-        self.sent.append((msg_type, msg))
+    def nlm_request_batch(self, msgs):
+        self.sent.extend((msg["header"]["type"], msg) for msg in msgs)
         return []
 
 
@@ -530,10 +503,10 @@ def test_tc_refuses_ipv6_exclusions_and_too_many():
 
 def test_choose_backend_with_exclusions():
     v6 = [net("fd00:5::3/128")]
-    assert t.choose_backend("auto", [rule("172.16.0.11/32")], "present", YES.__func__, v6)[0] == "nftables"
-    assert t.choose_backend("auto", [rule("172.16.0.11/32")], "present", YES.__func__, [net("172.16.0.1/32")])[0] == "tc"
+    assert nat_run.choose_backend("auto", [rule("172.16.0.11/32")], "present", YES.__func__, v6)[0] == "nftables"
+    assert nat_run.choose_backend("auto", [rule("172.16.0.11/32")], "present", YES.__func__, [net("172.16.0.1/32")])[0] == "tc"
     with pytest.raises(ValidationError, match="is IPv6"):
-        t.choose_backend("tc", [rule("172.16.0.11/32")], "present", YES.__func__, v6)
+        nat_run.choose_backend("tc", [rule("172.16.0.11/32")], "present", YES.__func__, v6)
 
 
 EXISTING = {"tc": ([rule("172.16.0.8/30")], [net("172.16.0.1/32"), net("172.16.0.2/32")]), "nftables": ([], [])}
@@ -732,4 +705,4 @@ def test_run_refuses_a_device_name_the_kernel_refuses_before_opening_netlink(dev
         raise AssertionError("netlink opened for an invalid device name")
 
     with pytest.raises(ValidationError, match="device %r is not a valid interface name" % device):
-        t.run({"device": device, "rules": []}, ipr_factory=no_netlink)
+        nat_run.run({"device": device, "rules": []}, ipr_factory=no_netlink)

@@ -8,7 +8,8 @@ import pytest
 
 from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import nft_backend as nftb
 from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import tc_backend as tcb
-from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import run as t
+from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import model as t
+from ansible_collections.netops.ip_transparency.plugins.module_utils import _transaction as tx
 from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import persist as p
 from ansible_collections.netops.ip_transparency.plugins.module_utils._common import ApplyError, ValidationError
 
@@ -91,7 +92,7 @@ def test_plan_write_read_back_and_remove(files):
     wanted = files.wanted({"tc": [], "nftables": [rule("172.16.0.11/32")]}, True)
     steps = p.plan(files.read(), wanted, files.unit_dir)
     assert [s.line.split()[0] for s in steps] == ["write", "ln", "write"]
-    t.apply_steps(steps)
+    tx.apply_steps(steps)
     assert files.read() == wanted
     assert oct(os.stat(files.restore["nftables"]).st_mode & 0o777) == "0o644"
     assert p.plan(files.read(), wanted, files.unit_dir) == []
@@ -99,23 +100,23 @@ def test_plan_write_read_back_and_remove(files):
     changed = files.wanted({"tc": [], "nftables": [rule("172.16.0.12/32")]}, True)
     assert [s.line for s in p.plan(files.read(), changed, files.unit_dir)] == ["write %s" % files.restore["nftables"]]
     # no rule left: everything goes
-    t.apply_steps(p.plan(files.read(), {}, files.unit_dir))
+    tx.apply_steps(p.plan(files.read(), {}, files.unit_dir))
     assert files.read() == {}
     assert not [name for name in os.listdir(os.path.dirname(files.unit)) if name.startswith(".netops-")]
 
 
 def test_a_failed_step_puts_the_previous_files_back(files):
     first = files.wanted({"tc": [], "nftables": [rule("172.16.0.11/32")]}, True)
-    t.apply_steps(p.plan({}, first, files.unit_dir))
+    tx.apply_steps(p.plan({}, first, files.unit_dir))
     second = files.wanted({"tc": [rule("172.16.0.12/32")], "nftables": []}, True)
     steps = p.plan(files.read(), second, files.unit_dir)
 
     def boom():
         raise OSError("disk full")
 
-    steps.append(t.Step("fail", boom))
-    with pytest.raises(ApplyError, match="were undone"):
-        t.apply_steps(steps)
+    steps.append(tx.Step("fail", boom))
+    with pytest.raises(ApplyError, match="3 earlier change.s. rolled back"):
+        tx.apply_steps(steps)
     assert files.read() == first
 
 
@@ -146,6 +147,6 @@ def test_boot_files_hold_the_exclusions(files):
     assert wanted[files.restore["nftables"]].endswith(nftb.replace_script("eth0", [rule("172.16.0.12/32")], excl))
     assert "ip daddr != @exclude4" in wanted[files.restore["nftables"]]
     # only the exclusions change: only the restore file is rewritten
-    t.apply_steps(p.plan(files.read(), wanted, files.unit_dir))
+    tx.apply_steps(p.plan(files.read(), wanted, files.unit_dir))
     fewer = files.wanted({"tc": [rule("172.16.0.11/32")], "nftables": [rule("172.16.0.12/32")]}, True, {"tc": excl, "nftables": []})
     assert [s.line for s in p.plan(files.read(), fewer, files.unit_dir)] == ["write %s" % files.restore["nftables"]]
