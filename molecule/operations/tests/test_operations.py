@@ -229,6 +229,38 @@ def test_rerun_after_the_failure_applies_method_1(host):
     labcheck.assert_workers_least_privilege()
 
 
+NFT_TABLE = "inet netops_transparent_proxy"
+
+
+def nft_table(host):
+    return host.check_output("LC_ALL=C nft -s list table %s" % NFT_TABLE)
+
+
+def test_hand_edited_nft_table_is_repaired_and_check_mode_reports_it(host):
+    """Issue 13, defect 5: the proxy's nftables table edited by hand (a rule added, the upstreams set widened)
+    is seen by a re-run, reported without change in check mode (with the before/after in --diff), repaired by a
+    real run (reported as a change), and a second run changes nothing."""
+    proxy = labcheck.lab_host("proxy")
+    wanted = nft_table(proxy)
+    proxy.check_output("nft 'add rule %s prerouting udp sport 5353 meta mark set 0x1 comment \"hand_edit\"'" % NFT_TABLE)
+    proxy.check_output("nft 'add element %s upstreams { 172.16.0.99 }'" % NFT_TABLE)
+    edited = nft_table(proxy)
+    assert "hand_edit" in edited and "172.16.0.99" in edited and edited != wanted
+
+    rc, out, changed = play("ip_transparency", check=True, diff=True, limit="proxy")
+    assert rc == 0, out[-6000:]
+    assert changed.get("proxy"), "check mode did not report the hand-edited table:\n" + out[-6000:]
+    assert re.search(r"^-.*hand_edit", out, re.M), "no before/after of the table in the diff:\n" + out[-6000:]
+    assert nft_table(proxy) == edited, "check mode touched the table"
+
+    rc, out, changed = play("ip_transparency", limit="proxy")
+    assert rc == 0, out[-6000:]
+    lines = [line for line in out.splitlines() if line.startswith("changed:")]
+    assert changed.get("proxy") == 1, "the repair should be the only change: %s\n%s" % (changed, "\n".join(lines))
+    assert nft_table(proxy) == wanted, "the table was not repaired:\n" + nft_table(proxy)
+    assert_idempotent("ip_transparency")
+
+
 def test_switch_to_2a_router_nat(host):
     applied("dsr_router_nat")
     dns_sees_client(host)
