@@ -138,9 +138,9 @@ def _services(upstreams=None, **extra):
 # (id, playbook, extra vars, part of the expected message). Kept in step with the table in README.md.
 BAD_INPUTS = [
     ("invalid-upstream-address", "ip_transparency", _services(["172.16.0.300"]),
-     "upstreams must be a non-empty list of IPv4 addresses"),
+     "Service dns_udp: upstreams must be a non-empty list of IPv4 addresses"),
     ("mixed-family-upstreams", "ip_transparency", _services(["172.16.0.11", "2001:db8::11"]),
-     "upstreams must be a non-empty list of IPv4 addresses"),
+     "Not IPv4 addresses: 2001:db8::11"),
     ("invalid-gateway", "ip_transparency", {"upstream_default_route_gateway": "172.16.0.999"},
      "which is not an IP address"),
     ("gateway-not-connected", "dsr_router_nat", {"upstream_default_route_gateway": "10.9.9.9"},
@@ -153,7 +153,7 @@ BAD_INPUTS = [
     ("unknown-upstream-device", "ip_transparency", {"upstream_default_route_device": "eth9"},
      "upstream_default_route_device eth9 does not exist"),
     ("table-id-out-of-range", "ip_transparency", {"nginx_transparent_proxy_route_table": 4294967296},
-     "nginx_transparent_proxy_route_table a table of its"),
+     "nginx_transparent_proxy_route_table 4294967296 must be 1..4294967295"),
     ("table-id-main", "ip_transparency", {"nginx_transparent_proxy_route_table": 254},
      "not 253 default, 254 main, 255 local"),
     ("upstream-inside-client-network", "ip_transparency", {"nginx_transparent_proxy_client_networks": ["172.16.0.0/16"],
@@ -163,7 +163,12 @@ BAD_INPUTS = [
      "IPv6 while the upstreams are IPv4"),
     ("tcp-service-with-dsr", "dsr_router_nat", {"dsr_services": [{"name": "web", "protocol": "tcp", "port": 80,
                                                                   "upstreams": ["172.16.0.11"]}]},
-     "works for UDP only"),
+     "Service web cannot use Direct Server Return (dsr_router_nat): protocol tcp: DSR works for UDP only"),
+    # issue 13, defect 9: refused with "works for UDP only ... Not UDP: ." (an empty list), naming no service
+    ("dsr-udp-upstream-port-differs", "dsr_router_nat",
+     {"dsr_services": [{"name": "dns_alt", "protocol": "udp", "port": 53, "upstream_port": 5353,
+                        "upstreams": ["172.16.0.11"], "health_check": {"type": "dns"}}]},
+     "Service dns_alt cannot use Direct Server Return (dsr_router_nat): upstream_port 5353 differs from port 53"),
     ("tc-backend-without-act-nat", "dsr_router_nat", {"nginx_transparent_proxy_tc_nat_backend": "tc"},
      "backend tc needs the kernel's tc nat action"),
     ("tc-backend-without-act-nat-origin", "dsr_origin_nat", {"origin_nat_backend": "tc"},
@@ -175,7 +180,7 @@ BAD_INPUTS = [
     ("udp-service-without-health-probe", "ip_transparency", _services(name="ntp", port=123),
      "Service ntp: health_check"),
     ("health-timeout-not-below-interval", "dsr_router_nat", _services(health_check={"interval": 1, "timeout": 1}),
-     "timeout must be below interval"),
+     "Service dns_udp: health_check timeout 1 must be below interval 1"),
 ]
 
 
@@ -227,6 +232,38 @@ def test_rerun_after_the_failure_applies_method_1(host):
     http_sees_client(host)
     dns_sees_client(host)
     labcheck.assert_workers_least_privilege()
+
+
+NFT_TABLE = "inet netops_transparent_proxy"
+
+
+def nft_table(host):
+    return host.check_output("LC_ALL=C nft -s list table %s" % NFT_TABLE)
+
+
+def test_hand_edited_nft_table_is_repaired_and_check_mode_reports_it(host):
+    """Issue 13, defect 5: the proxy's nftables table edited by hand (a rule added, the upstreams set widened)
+    is seen by a re-run, reported without change in check mode (with the before/after in --diff), repaired by a
+    real run (reported as a change), and a second run changes nothing."""
+    proxy = labcheck.lab_host("proxy")
+    wanted = nft_table(proxy)
+    proxy.check_output("nft 'add rule %s prerouting udp sport 5353 meta mark set 0x1 comment \"hand_edit\"'" % NFT_TABLE)
+    proxy.check_output("nft 'add element %s upstreams { 172.16.0.99 }'" % NFT_TABLE)
+    edited = nft_table(proxy)
+    assert "hand_edit" in edited and "172.16.0.99" in edited and edited != wanted
+
+    rc, out, changed = play("ip_transparency", check=True, diff=True, limit="proxy")
+    assert rc == 0, out[-6000:]
+    assert changed.get("proxy"), "check mode did not report the hand-edited table:\n" + out[-6000:]
+    assert re.search(r"^-.*hand_edit", out, re.M), "no before/after of the table in the diff:\n" + out[-6000:]
+    assert nft_table(proxy) == edited, "check mode touched the table"
+
+    rc, out, changed = play("ip_transparency", limit="proxy")
+    assert rc == 0, out[-6000:]
+    lines = [line for line in out.splitlines() if line.startswith("changed:")]
+    assert changed.get("proxy") == 1, "the repair should be the only change: %s\n%s" % (changed, "\n".join(lines))
+    assert nft_table(proxy) == wanted, "the table was not repaired:\n" + nft_table(proxy)
+    assert_idempotent("ip_transparency")
 
 
 def test_switch_to_2a_router_nat(host):
