@@ -15,28 +15,10 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.netops.ip_transparency.plugins.module_utils._common import (
-    ValidationError,
-    Plan,
-    check_ifname,
-    check_range,
-    interface_index,
-    parse_prefix,
-)
-from ansible_collections.netops.ip_transparency.plugins.module_utils._netlink import (
-    AF_BY_VERSION,
-    NAME_BY_VERSION,
-    U32_MAX,
-    VERSION_BY_AF,
-    UndoLog,
-    attr,
-    attr_names,
-    msg_table,
-    parse_family,
-    parse_table,
-    parse_u32,
-    table_name,
-)
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import ValidationError, Plan, check_ifname
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import check_range, interface_index, parse_prefix
+from ansible_collections.netops.ip_transparency.plugins.module_utils._netlink import AF_BY_VERSION, NAME_BY_VERSION, U32_MAX, VERSION_BY_AF, UndoLog, add_or_delete, attr
+from ansible_collections.netops.ip_transparency.plugins.module_utils._netlink import attr_names, converge, msg_table, parse_family, parse_table, parse_u32, table_name
 
 # FR_ACT_* of include/uapi/linux/fib_rules.h
 ACTIONS = {"lookup": 1, "blackhole": 6, "unreachable": 7, "prohibit": 8}
@@ -314,29 +296,18 @@ def apply(ipr, the_plan):
     """Make the kernel follow the plan; undo on failure (raises ApplyError)."""
     log = UndoLog()
     for rule in the_plan.to_remove:
-        args = rule.netlink_args()
-        log.run("deleting rule '%s'" % rule.render(),
-                lambda a=args: ipr.rule("del", **a),
-                lambda a=args: ipr.rule("add", **a))
+        add_or_delete(log, "del", "rule", rule, ipr.rule)
     for rule in the_plan.to_add:
-        args = rule.netlink_args()
-        log.run("adding rule '%s'" % rule.render(),
-                lambda a=args: ipr.rule("add", **a),
-                lambda a=args: ipr.rule("del", **a))
+        add_or_delete(log, "add", "rule", rule, ipr.rule)
 
 
 def ensure(ipr, params, check_mode=False):
     """The whole module run: returns the result dict (changed, diff, rules, added, removed)."""
-    want = normalise(params)
-    state = params.get("state") or "present"
-    if state == "present":
-        check_devices(ipr, want)
-    existing = read_rules(ipr, want.family)
-    the_plan = plan(want, existing, state)
-    if the_plan.changed and not check_mode:
+    want, _state, existing, the_plan, current = converge(
+        params, normalise, lambda w: check_devices(ipr, w), lambda w: read_rules(ipr, w.family),
+        plan, lambda p, _w: apply(ipr, p), check_mode)
+    if current is not None:
         before_keys = set((r.priority, r.render()) for r in existing)
-        apply(ipr, the_plan)
-        current = read_rules(ipr, want.family)
         added = [r for r in current if (r.priority, r.render()) not in before_keys and want.matches(r)] if the_plan.to_add else []
         rules = [r.render() for r in current]
     else:

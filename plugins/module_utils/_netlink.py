@@ -143,3 +143,36 @@ def msg_table(msg, attr_name):
 # ``run(description, do, undo)`` performs ``do()``; if it raises, every earlier change is reverted
 # in reverse order and ApplyError(rolled_back=...) is raised.
 UndoLog = Transaction
+
+
+def converge(params, normalise, prepare, read, plan, apply, check_mode):
+    """The read -> normalise -> plan -> apply cycle of the rule and route modules.
+
+    ``normalise(params)`` -> want; ``prepare(want)`` runs for ``state: present`` only (resolving
+    devices, which must exist to add but not to remove); ``read(want)`` -> the kernel's objects;
+    ``plan(want, existing, state)`` -> a Plan; ``apply(plan, want)`` changes the kernel.
+    Returns ``(want, state, existing, plan, current)``: ``current`` is the kernel read back after
+    applying, None when nothing was applied (no change, or check mode).
+    """
+    want = normalise(params)
+    state = params.get("state") or "present"
+    if state == "present":
+        prepare(want)
+    existing = read(want)
+    the_plan = plan(want, existing, state)
+    current = None
+    if the_plan.changed and not check_mode:
+        apply(the_plan, want)
+        current = read(want)
+    return want, state, existing, the_plan, current
+
+
+def add_or_delete(log, command, noun, obj, call):
+    """One undoable netlink change in ``log``: ``command`` "add" (undone by "del") or "del" (undone by
+    "add") of ``obj`` (a rule or route with ``netlink_args()`` and ``render()``) through ``call``
+    (``ipr.rule`` or ``ipr.route``)."""
+    args = obj.netlink_args()
+    undo = "del" if command == "add" else "add"
+    log.run("%s %s '%s'" % ("adding" if command == "add" else "deleting", noun, obj.render()),
+            lambda: call(command, **args),
+            lambda: call(undo, **args))

@@ -15,30 +15,10 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.netops.ip_transparency.plugins.module_utils._common import (
-    ValidationError,
-    Plan,
-    check_ifname,
-    check_range,
-    interface_index,
-    interface_names,
-    parse_address,
-    parse_prefix,
-    same_family,
-)
-from ansible_collections.netops.ip_transparency.plugins.module_utils._netlink import (
-    AF_BY_VERSION,
-    NAME_BY_VERSION,
-    U32_MAX,
-    VERSION_BY_AF,
-    UndoLog,
-    attr,
-    msg_table,
-    parse_family,
-    parse_table,
-    read_rt_tables,
-    table_name,
-)
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import ValidationError, Plan, check_ifname, check_range
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import interface_index, interface_names, parse_address, parse_prefix, same_family
+from ansible_collections.netops.ip_transparency.plugins.module_utils._netlink import AF_BY_VERSION, NAME_BY_VERSION, U32_MAX, VERSION_BY_AF, UndoLog, add_or_delete
+from ansible_collections.netops.ip_transparency.plugins.module_utils._netlink import attr, converge, msg_table, parse_family, parse_table, read_rt_tables, table_name
 
 # RTN_* of include/uapi/linux/rtnetlink.h
 TYPES = {"unicast": 1, "local": 2, "broadcast": 3, "anycast": 4, "multicast": 5,
@@ -435,29 +415,20 @@ def apply(ipr, the_plan, want):
                     lambda o=old: ipr.route("replace", **o))
             others = replaced[1:] + others
         else:
-            log.run("adding route '%s'" % route.render(),
-                    lambda a=args: ipr.route("add", **a),
-                    lambda a=args: ipr.route("del", **a))
+            add_or_delete(log, "add", "route", route, ipr.route)
     if not the_plan.to_add:
         others = the_plan.to_remove
     for route in others:
-        args = route.netlink_args()
-        log.run("deleting route '%s'" % route.render(),
-                lambda a=args: ipr.route("del", **a),
-                lambda a=args: ipr.route("add", **a))
+        add_or_delete(log, "del", "route", route, ipr.route)
 
 
 def ensure(ipr, params, check_mode=False):
     """The whole module run: returns the result dict (changed, diff, route, routes, added, removed)."""
-    want = normalise(params)
-    state = params.get("state") or "present"
-    if state == "present":
-        resolve_devices(ipr, want)
-    existing = read_routes(ipr, want.family, want.table, want.dest)
-    the_plan = plan(want, existing, state, exclusive=bool(params.get("exclusive")) and state == "present")
-    if the_plan.changed and not check_mode:
-        apply(ipr, the_plan, want)
-        current = read_routes(ipr, want.family, want.table, want.dest)
+    want, state, existing, the_plan, current = converge(
+        params, normalise, lambda w: resolve_devices(ipr, w), lambda w: read_routes(ipr, w.family, w.table, w.dest),
+        lambda w, e, s: plan(w, e, s, exclusive=bool(params.get("exclusive")) and s == "present"),
+        lambda p, w: apply(ipr, p, w), check_mode)
+    if current is not None:
         routes = [r.render() for r in current]
         found = [r for r in current if satisfies(r, want)]
         route = found[0] if found and state == "present" else None
