@@ -15,10 +15,11 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.netops.ip_transparency.plugins.module_utils._common import ValidationError, Plan, check_ifname
-from ansible_collections.netops.ip_transparency.plugins.module_utils._common import check_range, interface_index, parse_prefix
-from ansible_collections.netops.ip_transparency.plugins.module_utils._netlink import AF_BY_VERSION, NAME_BY_VERSION, U32_MAX, VERSION_BY_AF, UndoLog, add_or_delete, attr
-from ansible_collections.netops.ip_transparency.plugins.module_utils._netlink import attr_names, converge, msg_table, parse_family, parse_table, parse_u32, table_name
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import ValidationError, Plan, check_ifname, check_range, interface_index
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import parse_prefix
+from ansible_collections.netops.ip_transparency.plugins.module_utils._netlink import AF_BY_VERSION, NAME_BY_VERSION, U32_MAX, VERSION_BY_AF, UndoLog
+from ansible_collections.netops.ip_transparency.plugins.module_utils._netlink import add_or_delete, attr, attr_names, converge, msg_table
+from ansible_collections.netops.ip_transparency.plugins.module_utils._netlink import parse_family, parse_table, parse_u32, table_name
 
 # FR_ACT_* of include/uapi/linux/fib_rules.h
 ACTIONS = {"lookup": 1, "blackhole": 6, "unreachable": 7, "prohibit": 8}

@@ -15,10 +15,11 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.netops.ip_transparency.plugins.module_utils._common import ValidationError, Plan, check_ifname, check_range
-from ansible_collections.netops.ip_transparency.plugins.module_utils._common import interface_index, interface_names, parse_address, parse_prefix, same_family
-from ansible_collections.netops.ip_transparency.plugins.module_utils._netlink import AF_BY_VERSION, NAME_BY_VERSION, U32_MAX, VERSION_BY_AF, UndoLog, add_or_delete
-from ansible_collections.netops.ip_transparency.plugins.module_utils._netlink import attr, converge, msg_table, parse_family, parse_table, read_rt_tables, table_name
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import ValidationError, Plan, check_ifname, check_range, interface_index
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import interface_names, parse_address, parse_prefix, same_family
+from ansible_collections.netops.ip_transparency.plugins.module_utils._netlink import AF_BY_VERSION, NAME_BY_VERSION, U32_MAX, VERSION_BY_AF, UndoLog
+from ansible_collections.netops.ip_transparency.plugins.module_utils._netlink import add_or_delete, attr, converge, msg_table, parse_family
+from ansible_collections.netops.ip_transparency.plugins.module_utils._netlink import parse_table, read_rt_tables, table_name
 
 # RTN_* of include/uapi/linux/rtnetlink.h
 TYPES = {"unicast": 1, "local": 2, "broadcast": 3, "anycast": 4, "multicast": 5,

@@ -25,7 +25,8 @@ def svc(**extra):
 # interfaces, so that each case is refused by the check it is about or passes.
 CASES = [
     ("dsr-udp-upstream-port-differs", {"nginx_transparent_proxy_method": "dsr_router_nat",
-                                       "nginx_transparent_proxy_services": [svc(), svc(name="dns_alt", port=54, upstream_port=5353, health_check={"type": "dns"})]},
+                                       "nginx_transparent_proxy_services": [
+                                           svc(), svc(name="dns_alt", port=54, upstream_port=5353, health_check={"type": "dns"})]},
      ["Service dns_alt", "upstream_port 5353", "port 54", "upstream_port must equal"]),
     ("dsr-origin-udp-upstream-port-differs", {"nginx_transparent_proxy_method": "dsr_origin_nat",
                                               "nginx_transparent_proxy_services": [svc(name="dns_alt", upstream_port=5353, health_check={"type": "dns"})]},
