@@ -167,12 +167,13 @@ def converge(params, normalise, prepare, read, plan, apply, check_mode):
     return want, state, existing, the_plan, current
 
 
-def add_or_delete(log, command, noun, obj, call):
+def add_or_delete(log, command, noun, obj, call, restore="add"):
     """One undoable netlink change in ``log``: ``command`` "add" (undone by "del") or "del" (undone by
-    "add") of ``obj`` (a rule or route with ``netlink_args()`` and ``render()``) through ``call``
-    (``ipr.rule`` or ``ipr.route``)."""
+    ``restore``) of ``obj`` (a rule or route with ``netlink_args()`` and ``render()``) through ``call``
+    (``ipr.rule`` or ``ipr.route``). Routes restore with "append": a deleted route may have shared its
+    key with another (``ip route append``), and adding it back would be refused with File exists."""
     args = obj.netlink_args()
-    undo = "del" if command == "add" else "add"
+    undo = "del" if command == "add" else restore
     log.run("%s %s '%s'" % ("adding" if command == "add" else "deleting", noun, obj.render()),
             lambda: call(command, **args),
             lambda: call(undo, **args))

@@ -420,7 +420,7 @@ def apply(ipr, the_plan, want):
     if not the_plan.to_add:
         others = the_plan.to_remove
     for route in others:
-        add_or_delete(log, "del", "route", route, ipr.route)
+        add_or_delete(log, "del", "route", route, ipr.route, restore="append")
 
 
 def ensure(ipr, params, check_mode=False):

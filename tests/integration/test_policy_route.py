@@ -1,6 +1,14 @@
 """Real-kernel tests of the policy_route module in throwaway network namespaces."""
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
 import pytest
+
+from conftest import COLLECTIONS
 
 DUMP = "ip route show table all; echo ---; ip -6 route show table all"
 
@@ -133,6 +141,52 @@ def test_exclusive_also_removes_routes_appended_next_to_a_satisfying_one(ns, sh,
     assert sorted((r["gateway"], r["metric"]) for r in result["removed"]) == [("10.0.2.2", 0), ("10.0.2.3", 50)]
     assert sh(ns, "ip route show default") == "default via 172.16.0.1 dev v0 \n"
     assert not run_module(ns, "policy_route", {"dest": "default", "gateway": "172.16.0.1", "exclusive": True})["changed"]
+
+
+ROLLBACK_WITH_AN_APPENDED_ROUTE = textwrap.dedent("""
+    import json
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+    from ansible_collections.netops.ip_transparency.plugins.module_utils import _policy_route as pr
+    from ansible_collections.netops.ip_transparency.plugins.module_utils._common import ApplyError
+
+    class SecondDeleteFails(object):
+        # the real kernel, except that the second route deletion is refused
+        def __init__(self, ipr):
+            self.ipr, self.deletes = ipr, 0
+
+        def route(self, command, **kwargs):
+            if command == "del":
+                self.deletes += 1
+                if self.deletes == 2:
+                    raise NetlinkError(16, "injected failure")
+            return self.ipr.route(command, **kwargs)
+
+        def __getattr__(self, name):
+            return getattr(self.ipr, name)
+
+    with IPRoute() as ipr:
+        try:
+            pr.ensure(SecondDeleteFails(ipr), {"dest": "default", "gateway": "172.16.0.1", "exclusive": True})
+            print(json.dumps({"error": None}))
+        except ApplyError as exc:
+            print(json.dumps({"error": str(exc), "rolled_back": exc.rolled_back}))
+""")
+
+
+def test_a_failed_exclusive_change_puts_an_appended_route_back(ns, sh):
+    """The undo of deleting a route that shared its key with another (``ip route append``) appends it
+    again: adding it would be refused (File exists) while the replaced route holds the key."""
+    sh(ns, "ip route append default via 10.0.2.4")
+    before = sh(ns, "ip route show default")
+    assert before.count("metric 50") == 1 and "10.0.2.4" in before, before
+    proc = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", ROLLBACK_WITH_AN_APPENDED_ROUTE],
+                          capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=COLLECTIONS), check=False)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["error"] and "(errno 16)" in result["error"], result
+    assert result["rolled_back"] is True, result
+    assert sorted(sh(ns, "ip route show default").splitlines()) == sorted(before.splitlines())
 
 
 ECMP = {"dest": "198.51.100.0/24", "proto": "static", "metric": 5, "nexthops": [

@@ -257,4 +257,4 @@ def test_failed_delete_rolls_back_the_replace_and_earlier_deletes():
         pr.ensure(ipr, {"dest": "default", "gateway": "172.16.0.1", "exclusive": True})
     assert info.value.rolled_back and "2 earlier change(s) rolled back" in str(info.value)
     steps = [(c[1], c[2].get("gateway")) for c in ipr.calls]
-    assert steps == [("replace", "172.16.0.1"), ("del", "10.0.2.3"), ("add", "10.0.2.3"), ("replace", "10.0.2.2")]
+    assert steps == [("replace", "172.16.0.1"), ("del", "10.0.2.3"), ("append", "10.0.2.3"), ("replace", "10.0.2.2")]
