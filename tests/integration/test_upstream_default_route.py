@@ -73,11 +73,7 @@ def upstream(netns, sh):
     return name
 
 
-@pytest.mark.parametrize("case", sorted(DEFAULTS))
-def test_absent_restores_the_default_routes_the_role_replaced(upstream, sh, tmp_path, case):
-    for command in DEFAULTS[case]:
-        sh(upstream, command)
-    before = _routes(sh, upstream)
+def _run_role(upstream, tmp_path):
     playbook = tmp_path / "playbook.yml"
     playbook.write_text(PLAYBOOK)
     extra = tmp_path / "vars.json"
@@ -93,7 +89,28 @@ def test_absent_restores_the_default_routes_the_role_replaced(upstream, sh, tmp_
                ANSIBLE_NOCOLOR="1", ANSIBLE_LOCAL_TEMP=str(tmp_path / "local-tmp"), ANSIBLE_REMOTE_TEMP=str(tmp_path / "remote-tmp"))
     cmd = ["ip", "netns", "exec", upstream, os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
            "-i", "localhost,", "-c", "local", "-e", "@%s" % extra, str(playbook)]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+
+
+@pytest.mark.parametrize("case", sorted(DEFAULTS))
+def test_absent_restores_the_default_routes_the_role_replaced(upstream, sh, tmp_path, case):
+    for command in DEFAULTS[case]:
+        sh(upstream, command)
+    before = _routes(sh, upstream)
+    proc = _run_role(upstream, tmp_path)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     assert _routes(sh, upstream) == before
     assert not (tmp_path / "facts.d" / "netops_upstream_default_route.fact").exists()
+
+
+def test_an_unreadable_record_stops_the_run_before_any_change(upstream, sh, tmp_path):
+    """Errors are facts: a saved record that cannot be read is not "nothing saved" (which would lose what to
+    restore); the run fails at the read, naming it, and the host's routes are untouched."""
+    sh(upstream, DEFAULTS["static_onlink"][0])
+    before = _routes(sh, upstream)
+    (tmp_path / "facts.d" / "netops_upstream_default_route.fact").mkdir(parents=True)  # there, but not a file
+    proc = _run_role(upstream, tmp_path)
+    assert proc.returncode != 0, proc.stdout[-3000:]
+    failed_at = proc.stdout[:proc.stdout.index("fatal:")]
+    assert "Read the default routes saved on an earlier run" in failed_at[failed_at.rindex("TASK ["):], proc.stdout[-3000:]
+    assert _routes(sh, upstream) == before
