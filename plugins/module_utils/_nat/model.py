@@ -27,7 +27,7 @@ PROTOCOLS = ("udp", "tcp")
 IPPROTO = {"udp": 17, "tcp": 6}
 BACKENDS = ("auto", "tc", "nftables")
 
-# the tc backend writes one u32 filter per upstream address (see tc_nat_backend_tc): a prefix
+# the tc backend writes one u32 filter per upstream address (see tc_backend): a prefix
 # of more than this many addresses is refused there (the nftables backend takes any prefix)
 TC_MAX_ADDRESSES_PER_RULE = 256
 

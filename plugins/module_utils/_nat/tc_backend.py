@@ -53,7 +53,7 @@ import struct
 import time
 
 from ansible_collections.netops.ip_transparency.plugins.module_utils._common import NetlinkError, Plan, ReadError, ValidationError
-from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import act_nat_codec as tc_nat_action
+from ansible_collections.netops.ip_transparency.plugins.module_utils._nat import act_nat_codec
 from ansible_collections.netops.ip_transparency.plugins.module_utils._nat.model import IPPROTO, Rule, collapse, collapse_networks
 from ansible_collections.netops.ip_transparency.plugins.module_utils._transaction import Step
 
@@ -217,7 +217,7 @@ if HAS_NETLINK:
 
     # a u32 filter whose action is ``nat`` (the codec of act_nat_codec), and one whose action is ``gact`` (the
     # pass filters of excluded destinations); the hash table and the link have no action and use the first
-    u32_filter_msg = _u32_msg(tc_nat_action.options)
+    u32_filter_msg = _u32_msg(act_nat_codec.options)
     u32_pass_msg = _u32_msg(gact_options)
 
 
@@ -262,7 +262,7 @@ def nat_filter_message(index, parent, prio, keys, old, new, direction="egress", 
 
     ``keys`` are (mask, value, offset) triples (see leaf_keys).
     """
-    nat = {"attrs": [["TCA_NAT_PARMS", tc_nat_action.parms_fields(old, new, direction, control)]]}
+    nat = {"attrs": [["TCA_NAT_PARMS", act_nat_codec.parms_fields(old, new, direction, control)]]}
     act = {"attrs": [["TCA_ACT_PRIO_1", {"attrs": [["TCA_ACT_KIND", "nat"], ["TCA_ACT_OPTIONS", nat]]}]]}
     options = [["TCA_U32_ACT", act]]
     if hash_table is not None:
@@ -288,7 +288,7 @@ def pass_keys(dst):
 def pass_message(index, parent, dst, node, control="ok"):
     """One excluded prefix: ``tc filter add dev X parent P: protocol ip prio 1 handle ::<node> u32 match ip dst <dst>
     action gact pass`` (no hash table named: the node goes to the prio's root table, with that node id)."""
-    parms = struct.pack(GACT_PARMS_FORMAT, 0, 0, tc_nat_action.CONTROLS["ok" if control == "pass" else control], 0, 0)
+    parms = struct.pack(GACT_PARMS_FORMAT, 0, 0, act_nat_codec.CONTROLS["ok" if control == "pass" else control], 0, 0)
     gact = {"attrs": [["TCA_GACT_PARMS", parms]]}
     act = {"attrs": [["TCA_ACT_PRIO_1", {"attrs": [["TCA_ACT_KIND", "gact"], ["TCA_ACT_OPTIONS", gact]]}]]}
     options = [["TCA_U32_ACT", act], ["TCA_U32_SEL", pack_sel(pass_keys(dst), flags=TC_U32_TERMINAL)]]
@@ -356,14 +356,14 @@ def decode_message(raw):
             parms = None
             if kind == "nat" and 2 in act_attrs:
                 nat_attrs = dict(parse_attrs(act_attrs[2]))
-                if tc_nat_action.TCA_NAT_PARMS in nat_attrs:
-                    parms = tc_nat_action.decode_parms(nat_attrs[tc_nat_action.TCA_NAT_PARMS])
+                if act_nat_codec.TCA_NAT_PARMS in nat_attrs:
+                    parms = act_nat_codec.decode_parms(nat_attrs[act_nat_codec.TCA_NAT_PARMS])
             elif kind == "gact" and 2 in act_attrs:
                 gact_attrs = dict(parse_attrs(act_attrs[2]))
                 data = gact_attrs.get(TCA_GACT_PARMS, b"")
                 if len(data) >= struct.calcsize(GACT_PARMS_FORMAT):
                     action = struct.unpack_from(GACT_PARMS_FORMAT, data)[2]
-                    parms = {"action": action, "control": tc_nat_action.CONTROL_NAMES.get(action, str(action))}
+                    parms = {"action": action, "control": act_nat_codec.CONTROL_NAMES.get(action, str(action))}
             u32["actions"].append((kind, parms))
         result["u32"] = u32
     elif result["kind"] == "htb" and options is not None:
