@@ -57,11 +57,16 @@ class ReadError(NetopsError):
 
 
 class ApplyError(NetopsError):
-    """Applying failed half-way. ``rolled_back`` tells whether what was applied was undone."""
+    """Applying failed half-way. ``rolled_back`` tells whether what was applied was undone; what was not
+    undone is still a change of the host (``changed``), which the failed task must report."""
 
     def __init__(self, msg, rolled_back=False):
         super(ApplyError, self).__init__(msg)
         self.rolled_back = rolled_back
+
+    @property
+    def changed(self):
+        return not self.rolled_back
 
 
 def parse_address(value, what="address"):
@@ -233,7 +238,7 @@ def outcome(action, diff):
     try:
         result = action()
     except ApplyError as exc:
-        return False, {"msg": str(exc), "rolled_back": exc.rolled_back}
+        return False, {"msg": str(exc), "rolled_back": exc.rolled_back, "changed": exc.changed}
     except NetopsError as exc:
         return False, {"msg": str(exc)}
     except Exception as exc:  # pylint: disable=broad-except

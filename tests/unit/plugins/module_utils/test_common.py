@@ -36,8 +36,17 @@ def test_outcome_turns_domain_errors_into_failures():
     def bad_input():
         raise common.ValidationError("unknown interface 'eth9'")
 
-    assert common.outcome(half_applied, diff=True) == (False, {"msg": "route refused", "rolled_back": True})
+    assert common.outcome(half_applied, diff=True) == (False, {"msg": "route refused", "rolled_back": True, "changed": False})
     assert common.outcome(bad_input, diff=True) == (False, {"msg": "unknown interface 'eth9'"})
+
+
+def test_a_change_that_was_not_rolled_back_is_reported_as_a_change():
+    """The host was changed and kept so (a failed undo, or a failed daemon-reload after correct rules): the failed
+    task must say changed, or a handler or a 'changed' condition would never see it."""
+    def kept():
+        raise common.ApplyError("daemon-reload failed; the rules are kept", rolled_back=False)
+
+    assert common.outcome(kept, diff=False) == (False, {"msg": "daemon-reload failed; the rules are kept", "rolled_back": False, "changed": True})
 
 
 def test_outcome_names_an_os_error_with_its_path_and_errno():

@@ -156,7 +156,7 @@ def test_a_failed_daemon_reload_keeps_the_kernel_change_and_the_boot_files(monke
               "unit_dir": units, "rules": [{"src": "172.16.0.11", "sport": 53, "nat_to": VIP}]}
     with pytest.raises(ApplyError) as info:
         nat_run.run(params, ipr_factory=LinkIPR, detect=lambda: (False, "no act_nat"))
-    assert info.value.rolled_back is False
+    assert info.value.rolled_back is False and info.value.changed is True
     message = str(info.value)
     assert "systemctl daemon-reload" in message and "Failed to connect to bus" in message, message
     assert "kept" in message, message
