@@ -22,7 +22,7 @@ import re
 
 from ansible_collections.netops.ip_transparency.plugins.module_utils import _ip_rule as ip_rule, _policy_route as policy_route
 from ansible_collections.netops.ip_transparency.plugins.module_utils import _rp_filter as rpf
-from ansible_collections.netops.ip_transparency.plugins.module_utils._common import NetlinkError, interface_names
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import NetlinkError, ReadError, interface_names
 from ansible_collections.netops.ip_transparency.plugins.module_utils._netlink import attr, parse_table
 from ansible_collections.netops.ip_transparency.plugins.module_utils._nat.kernel import act_nat_support
 from ansible_collections.netops.ip_transparency.plugins.module_utils._nat.nft_backend import NftBackend
@@ -33,15 +33,20 @@ CAP_NET_RAW = 13
 NGINX_ERROR_LOG = "/var/log/nginx/error.log"
 HEALTHCHECK_STATE = "/var/lib/netops-healthcheck/state.json"
 ERROR_LOG_TAIL = 65536
+PROCESS_GONE = (errno.ENOENT, errno.ESRCH)
 TRANSPARENT_ERRORS = re.compile(r"IP_TRANSPARENT|IP_BIND_ADDRESS_NO_PORT|transparent", re.I)
 
 
-def _read(path, default=None):
+def _read(path, default=None, absent=(errno.ENOENT,)):
+    """The text of ``path``; ``default`` when it does not exist. Any other failure is a ReadError with its cause:
+    a file that is there but cannot be read says nothing about the value it holds."""
     try:
         with open(path) as handle:
             return handle.read().strip()
-    except (IOError, OSError):
-        return default
+    except (IOError, OSError) as exc:
+        if getattr(exc, "errno", None) in absent:
+            return default
+        raise ReadError("cannot read %s: %s" % (path, exc))
 
 
 def addresses(ipr):
@@ -140,11 +145,12 @@ def nginx_processes(proc="/proc"):
     """nginx master/worker processes: pid, role, uid, whether CAP_NET_RAW is effective."""
     found = []
     for pid in sorted((p for p in os.listdir(proc) if p.isdigit()), key=int):
-        cmdline = _read(os.path.join(proc, pid, "cmdline"), "") or ""
+        # a process that exits while it is read: its directory is gone (ENOENT) or its files answer ESRCH
+        cmdline = _read(os.path.join(proc, pid, "cmdline"), "", PROCESS_GONE) or ""
         cmdline = cmdline.replace("\0", " ").strip()
         if not cmdline.startswith("nginx:"):
             continue
-        status = _read(os.path.join(proc, pid, "status"), "") or ""
+        status = _read(os.path.join(proc, pid, "status"), "", PROCESS_GONE) or ""
         fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
         uid = int(fields.get("Uid", "-1").split()[1]) if fields.get("Uid") else -1
         cap_eff = int(fields.get("CapEff", "0").strip() or "0", 16)
@@ -160,8 +166,10 @@ def error_log_tail(path=NGINX_ERROR_LOG, size=ERROR_LOG_TAIL, keep=5):
             handle.seek(0, os.SEEK_END)
             handle.seek(max(0, handle.tell() - size))
             text = handle.read().decode("utf-8", "replace")
-    except (IOError, OSError):
-        return []
+    except (IOError, OSError) as exc:
+        if getattr(exc, "errno", None) == errno.ENOENT:
+            return []  # no log: nothing was logged
+        raise ReadError("cannot read %s: %s" % (path, exc))
     return [line for line in text.splitlines() if TRANSPARENT_ERRORS.search(line)][-keep:]
 
 

@@ -193,6 +193,15 @@ def _nat_rules(facts, device):
     return [("tc", r) for r in entry.get("tc", [])] + [("nftables", r) for r in entry.get("nftables", [])]
 
 
+def _nat_read_errors(facts, device):
+    """Why the NAT state on ``device`` could not be read (transparency_info's tc_error, nftables_error,
+    nftables_problems): a failed read is not "no rule", so it must not be reported as one."""
+    entry = facts.get("nat", {}).get(device, {}) if device else {}
+    errors = ["tc: %s" % entry["tc_error"]] if entry.get("tc_error") else []
+    errors += ["nftables: %s" % entry["nftables_error"]] if entry.get("nftables_error") else []
+    return errors + ["nftables: %s" % problem for problem in entry.get("nftables_problems", [])]
+
+
 def _nat_covers(rules, source, sport, nat_to):
     for _backend, rule in rules:
         network = _net(rule["src"])
@@ -214,7 +223,14 @@ def check_nat(results, host, config, facts, device, sources, where):
     support = "kernel %s: tc nat action %s (%s); nftables netdev egress hook %s (needs >= %d.%d)" % (
         facts.get("kernel"), "available" if act.get("available") else "missing", act.get("how"),
         "available" if kernel >= NFT_EGRESS_KERNEL else "missing", NFT_EGRESS_KERNEL[0], NFT_EGRESS_KERNEL[1])
-    if missing:
+    unreadable = _nat_read_errors(facts, device)
+    if unreadable:
+        results.add(host, "nat_unreadable", "error",
+                    "the stateless NAT rules on %s of %s could not be read: whether the replies are rewritten to %s is unknown"
+                    % (device, host, vip), unreadable + evidence[:len(rules)] + [support],
+                    "Fix the read error shown (permissions, nft/tc on the host, a table the module does not own), "
+                    "then run the troubleshooter again.")
+    elif missing:
         results.add(host, where, "error",
                     "the replies are not rewritten to %s on %s: missing %s - the clients drop replies from the upstream's address"
                     % (vip, device or "the egress interface", "; ".join(missing)), evidence + [support],

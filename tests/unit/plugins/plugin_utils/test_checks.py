@@ -108,3 +108,33 @@ def test_first_host_is_the_first_usable_address_of_the_first_ipv4_network():
     assert checks.first_host(["bad", "fd00::/64", "192.168.99.0/24", "10.0.0.0/8"]) == "192.168.99.1"
     assert checks.first_host(["10.1.2.3/31"]) == "10.1.2.2"
     assert checks.first_host(None) == "" and checks.first_host(["fd00::/64"]) == ""
+
+
+@pytest.mark.parametrize("failure, text", [
+    ({"tc_error": "dump refused: Operation not permitted"}, "tc: dump refused: Operation not permitted"),
+    ({"nftables_error": "nft list failed: rc 1"}, "nftables: nft list failed: rc 1"),
+    ({"nftables_problems": ["unreadable table: boom"]}, "nftables: unreadable table: boom"),
+])
+def test_a_nat_state_that_cannot_be_read_is_an_error_not_no_rule(failure, text):
+    cfg = config("dsr_router_nat")
+    hosts = lab()
+    facts = hosts["proxy"]["facts"]
+    facts["sysctl"].update(ip_forward="1", udp_early_demux="0")
+    facts["nginx"]["config"] = NGINX_CONF.replace("proxy_bind $remote_addr transparent;  #", "proxy_bind $remote_addr:$remote_port transparent; #") \
+        .replace("proxy_responses 1", "proxy_responses 0")
+    facts["nat"]["eth0"].update(failure)
+    findings = checks.diagnose(cfg, hosts)
+    assert problems(findings) == [("proxy", "nat_unreadable")]
+    unreadable = [f for f in findings if f["check"] == "nat_unreadable"][0]
+    assert unreadable["severity"] == "error" and "proxy" in unreadable["problem"] and "eth0" in unreadable["problem"]
+    assert text in unreadable["evidence"]
+    assert not any("no stateless NAT rule" in line for f in findings for line in f["evidence"])
+
+
+def test_a_readable_nat_state_without_the_rule_is_still_reported_as_missing():
+    cfg = config("dsr_router_nat")
+    hosts = lab()
+    hosts["proxy"]["facts"]["sysctl"].update(ip_forward="1", udp_early_demux="0")
+    found = [f for f in checks.diagnose(cfg, hosts) if f["check"] == "router_nat"]
+    assert found[0]["severity"] == "error"
+    assert found[0]["evidence"][0] == "no stateless NAT rule on eth0 (tc and nftables netdev table both read)"

@@ -26,8 +26,18 @@ CASES = [
                            "origin_nat_exclude_destinations": ["172.16.0.1", "172.16.0.1/24"]},
      ["origin_nat_exclude_destinations[1] '172.16.0.1/24'", "host bits"]),
     ("unknown-backend", {"origin_nat_backend": "iptables"}, ["origin_nat_backend", "got iptables"]),
+    ("unknown-state", {"origin_nat_state": "enabled"}, ["origin_nat_state", "got enabled"]),
+    ("unknown-rp-filter", {"origin_nat_rp_filter": "strictest"}, ["origin_nat_rp_filter", "got 'strictest'"]),
     ("good", {"origin_nat_services": [{"port": 53}, {"port": 5353, "protocol": "udp"}]}, None),
 ]
+
+
+# a refusal names only what is wrong: the other variables of a shared check are not in its message
+NOT_NAMED = {
+    "unknown-backend": ["origin_nat_state", "origin_nat_rp_filter"],
+    "unknown-state": ["origin_nat_backend", "origin_nat_rp_filter"],
+    "unknown-rp-filter": ["origin_nat_state", "origin_nat_backend"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +78,5 @@ def test_refusal_names_the_item_and_the_rule(refusals, case, parts):
     message = " ".join(refusals[case].split())
     for part in parts:
         assert part in message, "%r not in the refusal of %s: %s" % (part, case, message)
+    for other in NOT_NAMED.get(case, []):
+        assert other not in message, "%r is not wrong but named in the refusal of %s: %s" % (other, case, message)
