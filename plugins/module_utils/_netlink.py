@@ -168,12 +168,12 @@ def converge(params, normalise, prepare, read, plan, apply, check_mode):
 
 
 def add_or_delete(log, command, noun, obj, call, restore="add"):
-    """One undoable netlink change in ``log``: ``command`` "add" (undone by "del") or "del" (undone by
-    ``restore``) of ``obj`` (a rule or route with ``netlink_args()`` and ``render()``) through ``call``
+    """One undoable netlink change in ``log``: ``command`` "add" or "append" (undone by "del") or "del"
+    (undone by ``restore``) of ``obj`` (a rule or route with ``netlink_args()`` and ``render()``) through ``call``
     (``ipr.rule`` or ``ipr.route``). Routes restore with "append": a deleted route may have shared its
     key with another (``ip route append``), and adding it back would be refused with File exists."""
     args = obj.netlink_args()
-    undo = "del" if command == "add" else restore
-    log.run("%s %s '%s'" % ("adding" if command == "add" else "deleting", noun, obj.render()),
+    undo = restore if command == "del" else "del"
+    log.run("%s %s '%s'" % ({"add": "adding", "append": "appending"}.get(command, "deleting"), noun, obj.render()),
             lambda: call(command, **args),
             lambda: call(undo, **args))

@@ -8,7 +8,8 @@ A route's identity is what the kernel keys it by: (family, table, destination pr
 TOS 0 and no IPv6 source prefix. The same identity with another type, gateway, device, next
 hops (ECMP), source, protocol or onlink flag is replaced. ``exclusive`` also removes every other
 route to the same destination in that table (other metrics, other types), and reports them as
-module options so they can be put back later exactly as they were.
+module options so they can be put back later exactly as they were. ``append`` adds the route next to
+the routes of the same identity (``ip route append``) instead of replacing them.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -279,6 +280,10 @@ def normalise(params):
         raise ValidationError("a unicast route needs a gateway or a device (or nexthops)")
     _check_gateway(gateway, onlink, device, "gateway")
 
+    if params.get("append") and params.get("exclusive"):
+        raise ValidationError("append and exclusive are mutually exclusive: append keeps the routes of the same "
+                              "table, dest and metric, exclusive removes every other route to dest")
+
     table = parse_table(params.get("table"))
     metric = params.get("metric")
     metric = 0 if metric is None else check_range(metric, 0, U32_MAX, "metric")
@@ -362,8 +367,9 @@ def _given_fields_match(have, want):
     return all(hop.satisfied_by(other) for hop, other in zip(want.multipath, have.multipath))
 
 
-def plan(want, existing, state, exclusive=False):
-    """Compute the Plan for ``want`` against the routes ``existing`` (same table and dest)."""
+def plan(want, existing, state, exclusive=False, append=False):
+    """Compute the Plan for ``want`` against the routes ``existing`` (same table and dest). With
+    ``append`` a same-identity route that differs stays, and ``want`` is added next to it."""
     before = [r.render() for r in existing]
     same_key = [r for r in existing if r.key == want.key and not r.foreign]
     if state == "absent":
@@ -374,7 +380,7 @@ def plan(want, existing, state, exclusive=False):
     if kept is not None:
         to_add, replaced = [], []
     else:
-        to_add, replaced = [want], same_key
+        to_add, replaced = [want], [] if append else same_key
     # exclusive: everything but the route that stays, including routes appended (`ip route append`)
     # next to a route that already satisfies the request, as they share its key
     others = [r for r in existing if r is not kept and not any(r is x for x in replaced)] if exclusive else []
@@ -401,9 +407,9 @@ def resolve_devices(ipr, want):
             hop.oif = interface_index(ipr, hop.device)
 
 
-def apply(ipr, the_plan, want):
-    """Make the kernel follow the plan: replace/add the wanted route first (so a default route is
-    never missing), then delete what it replaces or excludes. Undo everything on failure."""
+def apply(ipr, the_plan, want, append=False):
+    """Make the kernel follow the plan: replace/add (``append``: append) the wanted route first (so a
+    default route is never missing), then delete what it replaces or excludes. Undo everything on failure."""
     log = UndoLog()
     replaced = [r for r in the_plan.to_remove if r.key == want.key and not r.foreign]
     others = [r for r in the_plan.to_remove if not any(r is x for x in replaced)]
@@ -416,7 +422,7 @@ def apply(ipr, the_plan, want):
                     lambda o=old: ipr.route("replace", **o))
             others = replaced[1:] + others
         else:
-            add_or_delete(log, "add", "route", route, ipr.route)
+            add_or_delete(log, "append" if append else "add", "route", route, ipr.route)
     if not the_plan.to_add:
         others = the_plan.to_remove
     for route in others:
@@ -427,8 +433,8 @@ def ensure(ipr, params, check_mode=False):
     """The whole module run: returns the result dict (changed, diff, route, routes, added, removed)."""
     want, state, existing, the_plan, current = converge(
         params, normalise, lambda w: resolve_devices(ipr, w), lambda w: read_routes(ipr, w.family, w.table, w.dest),
-        lambda w, e, s: plan(w, e, s, exclusive=bool(params.get("exclusive")) and s == "present"),
-        lambda p, w: apply(ipr, p, w), check_mode)
+        lambda w, e, s: plan(w, e, s, exclusive=bool(params.get("exclusive")) and s == "present", append=bool(params.get("append"))),
+        lambda p, w: apply(ipr, p, w, append=bool(params.get("append"))), check_mode)
     if current is not None:
         routes = [r.render() for r in current]
         found = [r for r in current if satisfies(r, want)]

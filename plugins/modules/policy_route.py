@@ -16,7 +16,8 @@ description:
   - Adds, replaces or removes one route in any routing table, as C(ip route replace) and C(ip route del) do,
     through netlink (pyroute2). IPv4 and IPv6.
   - A route's identity is what the kernel keys it by - family, O(table), O(dest) and O(metric). A route with that
-    identity but another O(type), O(gateway), O(device), O(nexthops), O(source), O(proto) or O(onlink) is replaced.
+    identity but another O(type), O(gateway), O(device), O(nexthops), O(source), O(proto) or O(onlink) is replaced,
+    unless O(append=true) adds the route next to it (C(ip route append)).
   - O(exclusive=true) also removes every other route to O(dest) in O(table) (other metrics and types), as the
     upstream servers of a transparent NGINX proxy need when their default route is moved to the proxy. The routes
     removed are returned in RV(removed), as module options (multipath routes with O(nexthops), with their O(proto)
@@ -120,6 +121,14 @@ options:
     description:
       - Also remove every other route to O(dest) in O(table), whatever its metric or type. Ignored with O(state=absent).
       - The new route is in place before the others go, so a default route is never missing.
+    type: bool
+    default: false
+  append:
+    description:
+      - Add the route next to the routes of the same identity (family, O(table), O(dest), O(metric)) instead of
+        replacing them, as C(ip route append) does (C(NLM_F_APPEND)). A route of that identity that differs stays;
+        nothing is added when an identical route is already there.
+      - Mutually exclusive with O(exclusive). Ignored with O(state=absent).
     type: bool
     default: false
   state:
@@ -245,6 +254,7 @@ def main():
             metric=dict(type="int"),
             family=dict(type="str", choices=["ipv4", "ipv6"]),
             exclusive=dict(type="bool", default=False),
+            append=dict(type="bool", default=False),
             state=dict(type="str", default="present", choices=["present", "absent"]),
         ),
         lambda module, ipr: ensure(ipr, module.params, check_mode=module.check_mode),

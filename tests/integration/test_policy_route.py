@@ -80,6 +80,24 @@ def test_same_identity_with_another_gateway_is_replaced(ns, sh, run_module):
     assert sh(ns, "ip route show default") == "default via 172.16.0.1 dev v0 \ndefault via 10.0.2.3 dev v0.100 metric 50 \n"
 
 
+def test_append_adds_next_to_a_route_of_the_same_key_and_absent_removes_only_it(ns, sh, run_module):
+    baseline = sh(ns, DUMP)
+    ours = {"dest": "default", "gateway": "172.16.0.1", "append": True}
+    preview = run_module(ns, "policy_route", ours, check=True)
+    assert preview["rc"] == 0 and preview["changed"] and sh(ns, DUMP) == baseline, preview
+    result = run_module(ns, "policy_route", ours)
+    assert result["rc"] == 0 and result["changed"] and result["removed"] == [], result
+    both = "default via 10.0.2.2 dev v0.100 \ndefault via 172.16.0.1 dev v0 \ndefault via 10.0.2.3 dev v0.100 metric 50 \n"
+    assert sh(ns, "ip route show default") == both
+    again = run_module(ns, "policy_route", ours)
+    assert again["rc"] == 0 and not again["changed"], again
+    assert sh(ns, "ip route show default") == both
+    refused = run_module(ns, "policy_route", dict(ours, exclusive=True))
+    assert refused["rc"] != 0 and "append and exclusive are mutually exclusive" in refused["msg"], refused
+    assert run_module(ns, "policy_route", {"dest": "default", "gateway": "172.16.0.1", "state": "absent"})["changed"]
+    assert sh(ns, DUMP) == baseline
+
+
 def test_routes_in_a_big_table_with_source_and_metric(ns, sh, run_module):
     baseline = sh(ns, DUMP)
     args = {"dest": "198.51.100.0/24", "gateway": "172.16.0.1", "source": "172.16.0.2", "metric": 7, "table": 100000}

@@ -46,8 +46,21 @@ PLAYBOOK = """
         upstream_default_route_state: absent
 """
 
+PLAYBOOK_ABSENT = """
+- name: Upstream default route back from the saved record
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Put the old default route(s) back
+      ansible.builtin.include_role:
+        name: netops.ip_transparency.upstream_default_route
+      vars:
+        upstream_default_route_state: absent
+"""
+
 # (a) a plain default route with proto static and onlink; (b) an ECMP default route with two weighted next
-# hops (no top-level gateway or device); (c) both of them at other metrics, with a preferred source
+# hops (no top-level gateway or device); (c) both of them at other metrics, with a preferred source; (d) two
+# default routes with the same key (table, dest, metric), the second added next to the first with `ip route append`
 DEFAULTS = {
     "static_onlink": ["ip route add default via 10.0.2.2 dev d1 proto static onlink"],
     "ecmp": ["ip route add default proto static nexthop via 10.0.2.2 dev d1 weight 1 nexthop via 10.0.3.2 dev d2 weight 3"],
@@ -55,6 +68,7 @@ DEFAULTS = {
         "ip route add default via 192.0.2.1 dev d1 onlink metric 10 src 10.0.2.15",
         "ip route add default metric 20 nexthop via 10.0.2.2 dev d1 nexthop via 10.0.3.2 dev d2 onlink",
     ],
+    "appended": ["ip route add default via 10.0.2.2 dev d1", "ip route append default via 10.0.3.2 dev d2"],
 }
 
 
@@ -73,9 +87,9 @@ def upstream(netns, sh):
     return name
 
 
-def _run_role(upstream, tmp_path):
+def _run_role(upstream, tmp_path, text=PLAYBOOK):
     playbook = tmp_path / "playbook.yml"
-    playbook.write_text(PLAYBOOK)
+    playbook.write_text(text)
     extra = tmp_path / "vars.json"
     extra.write_text(json.dumps({
         "ansible_python_interpreter": sys.executable,
@@ -114,3 +128,20 @@ def test_an_unreadable_record_stops_the_run_before_any_change(upstream, sh, tmp_
     failed_at = proc.stdout[:proc.stdout.index("fatal:")]
     assert "Read the default routes saved on an earlier run" in failed_at[failed_at.rindex("TASK ["):], proc.stdout[-3000:]
     assert _routes(sh, upstream) == before
+
+
+def test_a_record_of_the_previous_version_is_refused_before_any_change(upstream, sh, tmp_path):
+    """The role's previous version saved raw `ip -j route` objects (dst, dev, gateway; no dest): absent names the
+    file and what to do instead of failing on a missing key, and changes nothing."""
+    sh(upstream, "ip route add default via 172.16.0.1 dev d0")  # the route that version left in place
+    before = _routes(sh, upstream)
+    record = tmp_path / "facts.d" / "netops_upstream_default_route.fact"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"replaced": [{"dst": "default", "gateway": "10.0.2.2", "dev": "d1", "flags": []}],
+                                  "family": "ipv4", "table": "main", "gateway": "172.16.0.1", "device": "d0", "metric": 0}))
+    proc = _run_role(upstream, tmp_path, PLAYBOOK_ABSENT)
+    assert proc.returncode != 0, proc.stdout[-3000:]
+    assert "written by an earlier version of this role" in proc.stdout and str(record) in proc.stdout, proc.stdout[-3000:]
+    assert "remove the file" in proc.stdout, proc.stdout[-3000:]
+    assert _routes(sh, upstream) == before
+    assert record.exists()

@@ -212,6 +212,29 @@ def test_plan_exclusive_removes_routes_sharing_the_key_of_the_route_that_stays()
     assert not pr.plan(want(dest="default", gateway="172.16.0.1"), routes, "present").changed
 
 
+def test_plan_append_keeps_the_routes_of_the_same_key_and_is_idempotent():
+    routes = kernel(default_via("10.0.2.2"), default_via("10.0.2.3", metric=50))
+    plan = pr.plan(want(dest="default", gateway="172.16.0.1"), routes, "present", append=True)
+    assert [str(r.gateway) for r in plan.to_add] == ["172.16.0.1"] and not plan.to_remove
+    assert plan.diff()["after"].count("\n") == 3
+    appended = kernel(default_via("10.0.2.2"), default_via("172.16.0.1", oif=3))
+    assert not pr.plan(want(dest="default", gateway="172.16.0.1"), appended, "present", append=True).changed
+
+
+def test_append_and_exclusive_are_refused_together():
+    with pytest.raises(ValidationError, match="append and exclusive are mutually exclusive"):
+        want(dest="default", gateway="172.16.0.1", append=True, exclusive=True)
+
+
+def test_ensure_append_appends_and_touches_nothing_in_check_mode():
+    ipr = FakeIPRoute(routes=[default_via("10.0.2.2")])
+    params = {"dest": "default", "gateway": "172.16.0.1", "append": True}
+    assert pr.ensure(ipr, params, check_mode=True)["changed"] and ipr.calls == []
+    result = pr.ensure(ipr, params)
+    assert [c[1] for c in ipr.calls] == ["append"] and result["removed"] == []
+    assert ipr.calls[0][2]["gateway"] == "172.16.0.1" and ipr.calls[0][2]["priority"] == 0
+
+
 def test_plan_absent_matches_type_and_given_nexthop():
     routes = kernel(default_via("10.0.2.2"))
     assert not pr.plan(want(dest="default", gateway="172.16.0.1", state="absent"), routes, "absent").changed
