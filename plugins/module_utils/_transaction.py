@@ -62,7 +62,7 @@ class Transaction(object):
         try:
             do()
         except Exception as exc:  # pylint: disable=broad-except
-            earlier = sum(1 for _, undone in self.done if undone is not None)  # what there is to roll back
+            earlier = sum(1 for step in self.done if step[1] is not None)  # what there is to roll back
             if partial and undo is not None:
                 self.done.append((description, undo))
             failures = self.rollback()
