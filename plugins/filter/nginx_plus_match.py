@@ -9,6 +9,7 @@ __metaclass__ = type
 
 DOCUMENTATION = r"""
 name: nginx_plus_match
+version_added: 0.1.0
 short_description: NGINX Plus C(match) block strings for a service's DNS or UDP health check
 description:
   - Turns a service's C(health_check) settings (the nginx_transparent_proxy role's format) into the C(send) and
