@@ -70,7 +70,7 @@ demo: lab ## apply METHOD's playbook to the lab and show what the upstreams saw
 	ansible-playbook -i inventories/lab playbooks/$(METHOD).yml
 	ansible-playbook -i inventories/lab lab/show.yml -e lab_method=$(METHOD)
 
-test: unit integration vm collection sanity lint molecule ## every test
+test: unit integration vm collection sanity lint docs molecule ## every test
 	@echo "make test: all suites passed"
 
 unit: venv ## pytest unit tests
@@ -111,6 +111,17 @@ sanity: venv ## ansible-test sanity on a copy of the tree in an ansible_collecti
 
 lint: venv ## ansible-lint, production profile
 	ansible-lint --profile production
+
+# The changelog and the docs site (tests/docs/check.sh says what is checked); the site lands in .build/docs.
+DOCS_VENV := .venv-docs
+.PHONY: docs
+docs: $(DOCS_VENV)/.installed $(COLLECTION_LINK) ## antsibull-changelog and antsibull-docs lint, the docs site with a page per module, role, filter
+	PATH=$(CURDIR)/$(DOCS_VENV)/bin:$$PATH DOCS_DIR=$(BUILD)/docs bash tests/docs/check.sh
+
+$(DOCS_VENV)/.installed: tests/requirements-docs.txt
+	$(PYTHON) -m venv $(DOCS_VENV)
+	$(DOCS_VENV)/bin/pip install -q --disable-pip-version-check -r tests/requirements-docs.txt
+	touch $@
 
 molecule: venv image ## every Molecule scenario, one after another
 	for s in $(SCENARIOS); do molecule test -s $$s; done
