@@ -40,9 +40,9 @@ host: ## Debian packages and a running docker engine
 
 venv: $(VENV)/.installed $(COLLECTION_LINK) ## Python tooling in .venv (pinned)
 
-$(VENV)/.installed: requirements.txt constraints.txt
+$(VENV)/.installed: requirements-dev.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.txt -c constraints.txt
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
 	touch $@
 
 $(COLLECTION_LINK):
