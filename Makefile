@@ -23,6 +23,13 @@ BUILD     := .build
 # ansible-test wants an ansible_collections/ layout and lists files with git when it finds a
 # repository above it: the sanity copy lives outside this tree.
 SANITY_DIR ?= /tmp/netops-ipt-sanity
+# What the built tarball may hold: shell patterns on its `tar tzf` entries, checked by `make
+# collection`. Anything else (the lab, Molecule, tests, dev tooling) is the tree leaking into the
+# collection: leave it out with galaxy.yml's build_ignore.
+TARBALL_ALLOW := MANIFEST.json FILES.json README.md LICENSE CHANGELOG.md CHANGELOG.rst \
+                 'plugins/*' 'roles/*' 'playbooks/*' 'meta/*' 'docs/*' inventories/ 'inventories/example/*' \
+                 changelogs/ changelogs/changelog.yaml changelogs/config.yaml
+TARBALL_DENY  := 'docs/internal/*' '*/__pycache__/*' '*.pyc'
 
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
@@ -90,6 +97,12 @@ vm: venv compat vm-kernel ## tc backend tests in a qemu VM booted with Debian's 
 collection: venv ## build the collection and install the tarball; ansible-doc reads the installed copy
 	rm -rf $(BUILD)/dist $(BUILD)/install
 	ansible-galaxy collection build --force --output-path $(BUILD)/dist .
+	@offenders=$$(tar tzf $(BUILD)/dist/netops-ip_transparency-*.tar.gz | while read -r e; do ok=; \
+	    for p in $(TARBALL_ALLOW); do [[ $$e == $$p ]] && ok=1; done; \
+	    for p in $(TARBALL_DENY); do [[ $$e == $$p ]] && ok=; done; \
+	    [ -n "$$ok" ] || echo "$$e"; done); \
+	  [ -z "$$offenders" ] || { echo "collection: the tarball holds $$(wc -l <<<"$$offenders") entries outside" \
+	    "TARBALL_ALLOW (add them to galaxy.yml's build_ignore):" >&2; sed 's/^/  /' <<<"$$offenders" >&2; exit 1; }
 	ansible-galaxy collection install --force -p $(BUILD)/install $(BUILD)/dist/netops-ip_transparency-*.tar.gz
 	for m in $(MODULES); do \
 	  ANSIBLE_COLLECTIONS_PATH=$(BUILD)/install ansible-doc -t module netops.ip_transparency.$$m >/dev/null; done
