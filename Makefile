@@ -9,6 +9,7 @@ PYTHON    ?= python3
 VENV      := .venv
 COMPAT    := .venv-compat
 BENCH_VENV := .venv-bench
+RELEASE   := .venv-release
 # the shared lab's lock (several users, one lab); `make bench` holds it only for its lab phase
 LAB_LOCK  ?= /tmp/coord/lab.lock
 METHOD    ?= ip_transparency
@@ -23,6 +24,13 @@ BUILD     := .build
 # ansible-test wants an ansible_collections/ layout and lists files with git when it finds a
 # repository above it: the sanity copy lives outside this tree.
 SANITY_DIR ?= /tmp/netops-ipt-sanity
+# What the built tarball may hold: shell patterns on its `tar tzf` entries, checked by `make
+# collection`. Anything else (the lab, Molecule, tests, dev tooling) is the tree leaking into the
+# collection: leave it out with galaxy.yml's build_ignore.
+TARBALL_ALLOW := MANIFEST.json FILES.json README.md LICENSE CHANGELOG.md CHANGELOG.rst \
+                 'plugins/*' 'roles/*' 'playbooks/*' 'meta/*' 'docs/*' inventories/ 'inventories/example/*' \
+                 changelogs/ changelogs/changelog.yaml changelogs/config.yaml
+TARBALL_DENY  := 'docs/internal/*' '*/__pycache__/*' '*.pyc'
 
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
@@ -30,7 +38,7 @@ export PY_COLORS := 0
 export ANSIBLE_NOCOLOR := 1
 
 .PHONY: help host venv compat image lab lab-down demo test unit integration vm vm-kernel sanity lint \
-        collection molecule clean bench
+        collection release-check molecule clean bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -40,9 +48,9 @@ host: ## Debian packages and a running docker engine
 
 venv: $(VENV)/.installed $(COLLECTION_LINK) ## Python tooling in .venv (pinned)
 
-$(VENV)/.installed: requirements.txt constraints.txt
+$(VENV)/.installed: requirements-dev.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.txt -c constraints.txt
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
 	touch $@
 
 $(COLLECTION_LINK):
@@ -70,7 +78,7 @@ demo: lab ## apply METHOD's playbook to the lab and show what the upstreams saw
 	ansible-playbook -i inventories/lab playbooks/$(METHOD).yml
 	ansible-playbook -i inventories/lab lab/show.yml -e lab_method=$(METHOD)
 
-test: unit integration vm collection sanity lint docs molecule ## every test
+test: unit integration vm collection release-check sanity lint docs molecule ## every test
 	@echo "make test: all suites passed"
 
 unit: venv ## pytest unit tests
@@ -90,6 +98,12 @@ vm: venv compat vm-kernel ## tc backend tests in a qemu VM booted with Debian's 
 collection: venv ## build the collection and install the tarball; ansible-doc reads the installed copy
 	rm -rf $(BUILD)/dist $(BUILD)/install
 	ansible-galaxy collection build --force --output-path $(BUILD)/dist .
+	@offenders=$$(tar tzf $(BUILD)/dist/netops-ip_transparency-*.tar.gz | while read -r e; do ok=; \
+	    for p in $(TARBALL_ALLOW); do [[ $$e == $$p ]] && ok=1; done; \
+	    for p in $(TARBALL_DENY); do [[ $$e == $$p ]] && ok=; done; \
+	    [ -n "$$ok" ] || echo "$$e"; done); \
+	  [ -z "$$offenders" ] || { echo "collection: the tarball holds $$(wc -l <<<"$$offenders") entries outside" \
+	    "TARBALL_ALLOW (add them to galaxy.yml's build_ignore):" >&2; sed 's/^/  /' <<<"$$offenders" >&2; exit 1; }
 	ansible-galaxy collection install --force -p $(BUILD)/install $(BUILD)/dist/netops-ip_transparency-*.tar.gz
 	for m in $(MODULES); do \
 	  ANSIBLE_COLLECTIONS_PATH=$(BUILD)/install ansible-doc -t module netops.ip_transparency.$$m >/dev/null; done
@@ -98,6 +112,39 @@ collection: venv ## build the collection and install the tarball; ansible-doc re
 	  [ -n "$$filters" ] || { echo "collection: ansible-doc lists no filter" >&2; exit 1; }; \
 	  for f in $$filters; do ANSIBLE_COLLECTIONS_PATH=$(BUILD)/install ansible-doc -t filter $$f >/dev/null; done; \
 	  echo "collection: built, installed, ansible-doc reads every module and the $$(wc -w <<<"$$filters") filters"
+
+# The tarball as an execution-environment builder and Galaxy see it, with their own tools in
+# .venv-release (no pyroute2, no developer tooling): ansible-builder introspect lists nothing the
+# controller does not need; the controller-side plugins load and run there; Galaxy's importer
+# (ansible-doc, ansible-lint, flake8, changelog and metadata checks; not ansible-test, which it runs
+# in a container from a registry) reports no error and no warning.
+release-check: collection $(RELEASE)/.installed ## ansible-builder introspect and Galaxy's importer on the built tarball
+	rm -rf $(BUILD)/release && mkdir -p $(BUILD)/release
+	ANSIBLE_COLLECTIONS_PATH=$(BUILD)/install ansible-doc --json -t module \
+	  $(addprefix netops.ip_transparency.,$(MODULES)) > $(BUILD)/release/module-docs.json
+	$(RELEASE)/bin/ansible-builder introspect --sanitize $(BUILD)/install | tee $(BUILD)/release/introspect.yml | \
+	  $(RELEASE)/bin/python tests/release/check_introspect.py requirements-dev.txt $(BUILD)/release/module-docs.json || \
+	  { cat $(BUILD)/release/introspect.yml; exit 1; }
+	! $(RELEASE)/bin/python -c 'import pyroute2' 2>/dev/null
+	err=$$(ANSIBLE_COLLECTIONS_PATH=$(BUILD)/install $(RELEASE)/bin/ansible-doc -t filter -l netops.ip_transparency 2>&1 >/dev/null); \
+	  [ -z "$$err" ] || { echo "release-check: ansible-doc, without pyroute2: $$err" >&2; exit 1; }
+	ANSIBLE_COLLECTIONS_PATH=$(BUILD)/install $(RELEASE)/bin/ansible localhost -i localhost, -c local -m ansible.builtin.assert \
+	  -a "that=\"'192.0.2.7' | netops.ip_transparency.in_networks(['192.0.2.0/24']) and not \
+	      '192.0.2.7' | netops.ip_transparency.in_networks(['198.51.100.0/24'])\" quiet=true"
+	@echo "release-check: the installed filters load and run on a controller without pyroute2"
+	cd $(BUILD)/release && PATH=$(CURDIR)/$(RELEASE)/bin:$$PATH GALAXY_IMPORTER_CONFIG=$(CURDIR)/tests/release/galaxy-importer.cfg \
+	  $(CURDIR)/$(RELEASE)/bin/python -m galaxy_importer.main $(CURDIR)/$(BUILD)/dist/netops-ip_transparency-*.tar.gz \
+	  > importer.log 2>&1 || { cat importer.log; exit 1; }
+	@grep -E '^(WARNING|ERROR|CRITICAL)' $(BUILD)/release/importer.log && \
+	  { echo "release-check: galaxy-importer reported the above (full log: $(BUILD)/release/importer.log)" >&2; exit 1; }; \
+	  grep -q '^Importer processing completed successfully' $(BUILD)/release/importer.log || \
+	  { cat $(BUILD)/release/importer.log; exit 1; }; \
+	  echo "release-check: galaxy-importer: no error, no warning ($$(grep -c . $(BUILD)/release/importer.log) log lines)"
+
+$(RELEASE)/.installed: tests/requirements-release.txt tests/constraints-release.txt
+	$(PYTHON) -m venv $(RELEASE)
+	$(RELEASE)/bin/pip install -q --disable-pip-version-check -r tests/requirements-release.txt -c tests/constraints-release.txt
+	touch $@
 
 sanity: venv ## ansible-test sanity on a copy of the tree in an ansible_collections layout
 	@pipver=$$(sed -nE "s/^ +pip='([0-9.]+)',$$/\1/p" $(VENV)/lib/python3*/site-packages/ansible_test/_internal/python_requirements.py | head -1); \
