@@ -8,6 +8,9 @@ SHELL := /bin/bash
 PYTHON    ?= python3
 VENV      := .venv
 COMPAT    := .venv-compat
+# the oldest ansible-core meta/runtime.yml claims (2.15), for `make sanity`; .venv has the newest that
+# runs on Debian 12's Python 3.11 (2.19: 2.20 needs Python 3.12)
+OLDEST    := .venv-oldest
 BENCH_VENV := .venv-bench
 RELEASE   := .venv-release
 # the shared lab's lock (several users, one lab); `make bench` holds it only for its lab phase
@@ -31,6 +34,7 @@ TARBALL_ALLOW := MANIFEST.json FILES.json README.md LICENSE CHANGELOG.md CHANGEL
                  'plugins/*' 'roles/*' 'playbooks/*' 'meta/*' 'docs/*' inventories/ 'inventories/example/*' \
                  changelogs/ changelogs/changelog.yaml changelogs/config.yaml
 TARBALL_DENY  := 'docs/internal/*' '*/__pycache__/*' '*.pyc'
+SANITY_COPY := $(SANITY_DIR)/ansible_collections/netops/ip_transparency
 
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
@@ -62,6 +66,11 @@ compat: $(COMPAT)/.installed ## a second venv with Debian 12's pyroute2 (0.7.2),
 $(COMPAT)/.installed: tests/requirements-compat.txt
 	$(PYTHON) -m venv $(COMPAT)
 	$(COMPAT)/bin/pip install -q --disable-pip-version-check -r tests/requirements-compat.txt
+	touch $@
+
+$(OLDEST)/.installed: tests/requirements-oldest.txt tests/constraints-oldest.txt
+	$(PYTHON) -m venv $(OLDEST)
+	$(OLDEST)/bin/pip install -q --disable-pip-version-check -r tests/requirements-oldest.txt -c tests/constraints-oldest.txt
 	touch $@
 
 image: host ## the lab's host image, built locally with debootstrap
@@ -146,15 +155,26 @@ $(RELEASE)/.installed: tests/requirements-release.txt tests/constraints-release.
 	$(RELEASE)/bin/pip install -q --disable-pip-version-check -r tests/requirements-release.txt -c tests/constraints-release.txt
 	touch $@
 
-sanity: venv ## ansible-test sanity on a copy of the tree in an ansible_collections layout
-	@pipver=$$(sed -nE "s/^ +pip='([0-9.]+)',$$/\1/p" $(VENV)/lib/python3*/site-packages/ansible_test/_internal/python_requirements.py | head -1); \
-	  [ -n "$$pipver" ] || { echo "cannot find the pip version ansible-test bootstraps" >&2; exit 1; }; \
-	  install -D -m 0644 tests/sanity/get_pip_offline.py $$HOME/.ansible/test/cache/get_pip_$${pipver//./_}.py
-	rm -rf $(SANITY_DIR) && mkdir -p $(SANITY_DIR)/ansible_collections/netops/ip_transparency
-	git ls-files -z --cached --others --exclude-standard | \
-	  rsync -a --from0 --files-from=- . $(SANITY_DIR)/ansible_collections/netops/ip_transparency/
-	cd $(SANITY_DIR)/ansible_collections/netops/ip_transparency && \
-	  ansible-test sanity --python 3.11 --requirements --color no
+# Sanity on both ends of the supported range: ansible-test of the oldest ansible-core (.venv-oldest)
+# and of the newest (.venv), each on the same copy; both run even if the first fails. Before them:
+# shellcheck on the shell scripts that have no .sh (ansible-test checks only *.sh), and vermin: the
+# modules run on the managed hosts' Python, which tests/config.yml says may be as old as its floor.
+sanity: host venv $(OLDEST)/.installed ## ansible-test sanity with the oldest and the newest supported ansible-core, shellcheck included
+	@command -v shellcheck >/dev/null || { echo "sanity: shellcheck missing (lab/host-setup.sh installs it)" >&2; exit 1; }
+	shellcheck $$(git ls-files -- ':!:*.sh' | xargs awk 'FNR == 1 && /^#!.*[\/ ](ba)?sh$$/ {print FILENAME} {nextfile}')
+	@floor=$$(sed -nE 's/^ +python_requires: *"?>=([0-9.]+)"?$$/\1/p' tests/config.yml); \
+	  [ -n "$$floor" ] || { echo "sanity: no python_requires floor in tests/config.yml" >&2; exit 1; }; \
+	  echo "vermin: modules and module_utils need no Python newer than $$floor"; \
+	  $(OLDEST)/bin/vermin -q --no-tips --violations -t=$$floor- plugins/modules plugins/module_utils
+	rm -rf $(SANITY_DIR) && mkdir -p $(SANITY_COPY)
+	git ls-files -z --cached --others --exclude-standard | rsync -a --from0 --files-from=- . $(SANITY_COPY)/
+	@rc=0; for v in $(OLDEST) $(VENV); do \
+	  pipver=$$(sed -nE "s/^ +pip='([0-9.]+)',$$/\1/p" $$v/lib/python3*/site-packages/ansible_test/_internal/python_requirements.py | head -1); \
+	  [ -n "$$pipver" ] || { echo "cannot find the pip version $$v's ansible-test bootstraps" >&2; exit 1; }; \
+	  install -D -m 0644 tests/sanity/get_pip_offline.py $$HOME/.ansible/test/cache/get_pip_$${pipver//./_}.py; \
+	  echo "== sanity: $$($$v/bin/ansible-test --version)"; \
+	  (cd $(SANITY_COPY) && PATH=$(CURDIR)/$$v/bin:$$PATH ansible-test sanity --python 3.11 --requirements --color no) || rc=1; \
+	done; exit $$rc
 
 lint: venv ## ansible-lint, production profile
 	ansible-lint --profile production

@@ -5,7 +5,7 @@ set -euo pipefail
 
 PACKAGES=(
   docker.io debootstrap python3-venv iproute2 nftables iptables tcpdump strace
-  qemu-system-x86 busybox-static cpio kmod rsync openssh-client
+  qemu-system-x86 busybox-static cpio kmod rsync openssh-client shellcheck
 )
 
 missing=()

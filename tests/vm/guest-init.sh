@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # run-in-vm, guest side. Runs under busybox sh as PID 1; read from the host's root over 9p.
 #   stage2 (still in the initramfs): build the writable root (host / read-only + tmpfs overlay),
 #           mount /proc /sys /dev /run, make the Debian kernel's modules visible at
@@ -20,8 +21,9 @@ mark() {  # timestamped note in the kernel log (on the console with RUN_IN_VM_AP
 }
 
 arg() {  # value of rivm.<name>= on the kernel command line
-    for w in $(cat /proc/cmdline); do
-        case $w in "rivm.$1="*) echo "${w#rivm.$1=}"; return;; esac
+    read -r cmdline </proc/cmdline
+    for w in $cmdline; do  # split on blanks: the parameters are plain words (run-in-vm checks the paths)
+        case $w in "rivm.$1="*) echo "${w#"rivm.$1="}"; return;; esac
     done
 }
 
@@ -30,12 +32,15 @@ case $STAGE in
 stage2)
     mark stage2
     kver=$(arg kver); moddir=$(arg moddir); self=$(arg stage2)
-    mkdir -p /rw && mount -t tmpfs -o mode=755 rw /rw || fail "tmpfs for the overlay"
+    mkdir -p /rw || fail "mkdir /rw"
+    mount -t tmpfs -o mode=755 rw /rw || fail "tmpfs for the overlay"
     mkdir -p /rw/upper /rw/work
     mount -t overlay overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work /newroot \
         || fail "overlay over the host root"
     R=/newroot
-    mount --move /proc $R/proc && mount --move /sys $R/sys && mount --move /dev $R/dev || fail "moving /proc /sys /dev"
+    for fs in proc sys dev; do
+        mount --move "/$fs" "$R/$fs" || fail "moving /$fs"
+    done
     mkdir -p $R/dev/pts $R/dev/shm
     mount -t devpts -o newinstance,ptmxmode=0666,mode=620 devpts $R/dev/pts
     mount -t tmpfs -o mode=1777 shm $R/dev/shm
@@ -43,7 +48,8 @@ stage2)
     mount -t cgroup2 cgroup2 $R/sys/fs/cgroup 2>/dev/null
     # The guest's userland is the host's; only the modules must be the guest kernel's.
     [ -d "$R$moddir" ] || fail "kernel modules not found at $moddir on the host"
-    mkdir -p "$R/lib/modules/$kver" && mount --bind "$R$moddir" "$R/lib/modules/$kver" || fail "bind-mounting the modules"
+    mkdir -p "$R/lib/modules/$kver" || fail "mkdir /lib/modules/$kver"
+    mount --bind "$R$moddir" "$R/lib/modules/$kver" || fail "bind-mounting the modules"
     exec $BB switch_root $R $BB sh "$self" stage3
     fail "switch_root"
     ;;
@@ -56,7 +62,8 @@ stage3)
     [ -f "$job/cmd" ] || fail "job script $job/cmd not found"
     echo booted >/dev/ttyS3
     mark "running the command"
-    mkdir -p /run/vm && $BB mkfifo /run/vm/out /run/vm/err || fail "mkfifo"
+    mkdir -p /run/vm || fail "mkdir /run/vm"
+    $BB mkfifo /run/vm/out /run/vm/err || fail "mkfifo"
     $BB cat /run/vm/out >/dev/ttyS1 & c1=$!
     $BB cat /run/vm/err >/dev/ttyS2 & c2=$!
     /bin/bash "$job/cmd" </dev/null >/run/vm/out 2>/run/vm/err
@@ -68,8 +75,8 @@ stage3)
         left=
         for p in /proc/[0-9]*; do
             p=${p#/proc/}
-            case $p in 1|$$|$c1|$c2) continue;; esac
-            [ -e /proc/$p/exe ] && kill -$sig $p 2>/dev/null && left=1  # kernel threads have no exe
+            case $p in 1|"$$"|"$c1"|"$c2") continue;; esac
+            [ -e "/proc/$p/exe" ] && kill "-$sig" "$p" 2>/dev/null && left=1  # kernel threads have no exe
         done
         [ -z "$left" ] && break
         [ $sig = TERM ] && $BB usleep 200000

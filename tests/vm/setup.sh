@@ -47,9 +47,11 @@ mkdir -p "$KDIR"
 if [ ! -e "$KDIR/.unpacked" ]; then
     log "fetching $kpkg"
     rm -rf "$KDIR/root" "$KDIR"/*.deb
-    (cd "$KDIR" && apt-get download -qq "$kpkg" 2>&1 | grep -v 'unsandboxed' >&2 || true)
-    deb=$(ls "$KDIR"/"$kpkg"_*.deb 2>/dev/null | head -n1)
-    [ -n "$deb" ] || die "apt-get download $kpkg produced no .deb"
+    # apt-get's own failure shows on stderr; the check below says what is missing
+    (cd "$KDIR" && apt-get download -qq "$kpkg" 2>&1 | grep -v 'unsandboxed' >&2) || true
+    debs=("$KDIR/$kpkg"_*.deb)
+    deb=${debs[0]}
+    [ -f "$deb" ] || die "apt-get download $kpkg produced no .deb"
     dpkg-deb -x "$deb" "$KDIR/root"
     [ -d "$KDIR/root/lib/modules/$kver" ] || die "$deb has no lib/modules/$kver"
     depmod -b "$KDIR/root" "$kver"

@@ -13,8 +13,10 @@ The rules are what methods 2a/2b of the DSR article install with
   ``egress`` hook, loaded atomically with ``nft -f -``; IPv6 as well.
 
 The package: model (rules and their arithmetic), kernel (act_nat detection), act_nat_codec, tc_backend,
-nft_backend, persist (boot files) and this module, which alone imports the others. Everything raises the
-domain errors of _common and never talks to Ansible.
+nft_backend, persist (boot files) and this module. Their imports go one way: model and kernel import nothing
+of the package, act_nat_codec neither; tc_backend and nft_backend import model (and the codec); persist
+imports the backends; this module alone imports them all. Everything raises the domain errors of _common and
+never talks to Ansible.
 Flow: normalise -> read both backends -> plan (before/after lines, steps) -> apply in a
 transaction (undo what was applied when a step fails).
 """
