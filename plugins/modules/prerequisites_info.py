@@ -11,7 +11,7 @@ DOCUMENTATION = r"""
 ---
 module: prerequisites_info
 short_description: Say what a host lacks of what the collection's modules and roles need there (read-only)
-version_added: "0.2.0"
+version_added: "0.1.0"
 description:
   - Looks, without changing anything, for what the other modules and the roles need on the managed host - pyroute2
     importable by the interpreter the modules run with (and at least 0.7.2), commands such as C(nft), C(tc),
