@@ -58,14 +58,25 @@ def probe_pyroute2():
         from pyroute2 import IPRoute  # noqa: F401 pylint: disable=import-outside-toplevel,unused-import
     except Exception as exc:  # pylint: disable=broad-except
         return None, "%s: %s" % (type(exc).__name__, exc)
-    version = getattr(pyroute2, "__version__", None)
-    if not version:
-        try:
-            from importlib.metadata import version as dist_version  # pylint: disable=import-outside-toplevel
-            version = dist_version("pyroute2")
-        except Exception:  # pylint: disable=broad-except
-            version = None
-    return str(version) if version else "unknown", None
+    return pyroute2_version(pyroute2), None
+
+
+def _dist_version(name):
+    from importlib.metadata import version as dist_version  # pylint: disable=import-outside-toplevel
+    return dist_version(name)
+
+
+def pyroute2_version(module, dist_version=_dist_version):
+    """pyroute2's version: its __version__, else its distribution's metadata (Debian's python3-pyroute2 0.7.2 says
+    __version__ 'unknown'), else 'unknown'."""
+    version = getattr(module, "__version__", None)
+    if version and version_tuple(version):
+        return str(version)
+    try:
+        version = dist_version("pyroute2")
+    except Exception:  # pylint: disable=broad-except
+        version = None
+    return str(version) if version and version_tuple(version) else "unknown"
 
 
 def missing_items(pyroute2=True, commands=(), systemd=False, nat_backend=None, nat_persist=False,

@@ -73,3 +73,25 @@ def test_the_probe_reports_this_interpreters_pyroute2():
     version, error = prereq.probe_pyroute2()
     pyroute2 = pytest.importorskip("pyroute2")
     assert error is None and version == pyroute2.__version__
+
+
+class _Module(object):
+    def __init__(self, version):
+        if version is not None:
+            self.__version__ = version
+
+
+def _no_metadata(name):
+    raise LookupError(name)
+
+
+@pytest.mark.parametrize("attribute,metadata,expected", [
+    ("0.9.7", "0.9.7", "0.9.7"),
+    # Debian 12's python3-pyroute2: __version__ 'unknown', the dist-info says 0.7.2
+    ("unknown", "0.7.2", "0.7.2"),
+    (None, "0.7.2", "0.7.2"),
+    ("unknown", None, "unknown"),
+])
+def test_pyroute2_version_falls_back_to_the_distribution_metadata(attribute, metadata, expected):
+    dist = (lambda name: metadata) if metadata else _no_metadata
+    assert prereq.pyroute2_version(_Module(attribute), dist) == expected
