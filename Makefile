@@ -22,7 +22,7 @@ COLLECTION_LINK := .collections/ansible_collections/netops/ip_transparency
 # `make collection` runs ansible-doc on each of these modules and on every filter the installed
 # collection exports: ansible-doc -l lists every filter of every FilterModule, documented or not,
 # and fails on one without documentation (its own plugins/filter/<name>.yml when a file has several).
-MODULES   := ip_rule policy_route rp_filter tc_nat_filter transparency_info
+MODULES   := ip_rule policy_route prerequisites_info rp_filter tc_nat_filter transparency_info
 BUILD     := .build
 # ansible-test wants an ansible_collections/ layout and lists files with git when it finds a
 # repository above it: the sanity copy lives outside this tree.

@@ -466,6 +466,21 @@ def ping_plan(config, hosts):
     return plan
 
 
+def check_prerequisites(results, host, missing):
+    """What the host lacks of what the collection runs there (prerequisites_info's ``missing``; None: not looked for)."""
+    if missing is None:
+        return
+    if not missing:
+        results.ok(host, "prerequisites", "pyroute2 and the commands the checks read with are there")
+        return
+    packages = sorted(set(m["package"] for m in missing if m.get("package")))
+    results.add(host, "prerequisites", "error",
+                "%s lacks %s: the collection's modules cannot run there (or read only part of the state)"
+                % (host, ", ".join(m["name"] for m in missing)),
+                [m["reason"] for m in missing],
+                "Install %s on %s (apt-get install %s), then run again." % (", ".join(packages), host, " ".join(packages)))
+
+
 def diagnose(config, hosts, pings=()):
     """Every check over every host. ``hosts``: name -> {group: proxy|upstream, facts, gateway, unreachable};
     ``pings``: [{host, target, ok, summary}] (ping_plan, run)."""
@@ -473,6 +488,7 @@ def diagnose(config, hosts, pings=()):
     for name in sorted(hosts, key=lambda n: (hosts[n]["group"] != "proxy", n)):
         entry = hosts[name]
         mine = dict((p["target"], p) for p in pings if p["host"] == name)
+        check_prerequisites(results, name, entry.get("prerequisites"))
         if entry.get("unreachable"):
             results.add(name, "facts", "error", "the host could not be read: %s" % entry["unreachable"], [], "Check Ansible's access to it.")
         elif entry["group"] == "proxy":

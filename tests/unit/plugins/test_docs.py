@@ -8,7 +8,7 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-MODULES = ["ip_rule", "policy_route", "rp_filter", "tc_nat_filter", "transparency_info"]
+MODULES = ["ip_rule", "policy_route", "prerequisites_info", "rp_filter", "tc_nat_filter", "transparency_info"]
 NETLINK = ["ip_rule", "policy_route", "tc_nat_filter", "transparency_info"]
 
 
@@ -27,7 +27,7 @@ def test_every_module_has_the_author_and_check_and_diff_mode_attributes(docs, na
     assert docs[name]["author"] == ["netops maintainers (@netops)"]
     attributes = docs[name]["attributes"]
     assert attributes["check_mode"]["support"] == "full"
-    assert attributes["diff_mode"]["support"] == ("none" if name == "transparency_info" else "full")
+    assert attributes["diff_mode"]["support"] == ("none" if name.endswith("_info") else "full")
     assert attributes["diff_mode"]["description"]
 
 

@@ -30,7 +30,9 @@ NOT_NAMED = {
 
 @pytest.fixture(scope="module")
 def refusals(tmp_path_factory, run_preflight):
-    return run_preflight(tmp_path_factory.mktemp("preflight"), os.path.join(HERE, "preflight.yml"), CASES, {"upstream_default_route_gateway": GATEWAY})
+    # persist false: the boot unit's systemd is a host prerequisite (test_prerequisites.py), not this input's
+    return run_preflight(tmp_path_factory.mktemp("preflight"), os.path.join(HERE, "preflight.yml"), CASES,
+                         {"upstream_default_route_gateway": GATEWAY, "upstream_default_route_persist": False})
 
 
 @pytest.mark.parametrize("case,parts", [(c[0], c[2]) for c in CASES], ids=[c[0] for c in CASES])
