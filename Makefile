@@ -112,7 +112,10 @@ sanity: venv ## ansible-test sanity on a copy of the tree in an ansible_collecti
 lint: venv ## ansible-lint, production profile
 	ansible-lint --profile production
 
+# First the role's rendered nginx files against the image's real `nginx -t` (`make unit` skips that test when the
+# image is not built yet, as on a fresh CI machine).
 molecule: venv image ## every Molecule scenario, one after another
+	NETOPS_REQUIRE_LAB_IMAGE=1 pytest -p no:cacheprovider tests/unit/roles/nginx_transparent_proxy/test_nginx_syntax.py
 	for s in $(SCENARIOS); do molecule test -s $$s; done
 
 # Not part of `make test`. About 12-15 minutes; bench/README.md says what is measured where.

@@ -103,7 +103,8 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def refusals(tmp_path_factory, run_preflight):
-    return run_preflight(tmp_path_factory.mktemp("preflight"), os.path.join(HERE, "preflight.yml"), [c[:3] for c in CASES], {"nginx_transparent_proxy_state": "absent"})
+    return run_preflight(tmp_path_factory.mktemp("preflight"), os.path.join(HERE, "preflight.yml"), [c[:3] for c in CASES],
+                         {"nginx_transparent_proxy_state": "absent"})
 
 
 @pytest.mark.parametrize("case,parts,not_named", [(c[0], c[2], c[3] if len(c) > 3 else ()) for c in CASES], ids=[c[0] for c in CASES])
