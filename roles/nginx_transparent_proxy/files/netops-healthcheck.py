@@ -81,6 +81,7 @@ TOP_DEFAULTS = {
     "services": [],
 }
 SERVICE_KEYS = ("name", "port", "upstreams", "server_params", "check")
+UPSTREAM_KEYS = ("address", "params")
 CHECK_DEFAULTS = {
     "type": None,
     "interval": 1.0,
@@ -128,11 +129,17 @@ class Service:
     name: str
     port: int
     upstreams: tuple  # normalised address strings, in the configured order
-    server_params: str
+    server_params: str  # nginx `server` parameters of every upstream (weight=2 max_fails=0...)
     check: Check
+    upstream_params: tuple = ()  # each upstream's own parameters (weight=5, backup...), aligned with upstreams
 
     def endpoint(self, address):
         return endpoint(address, self.port)
+
+    def params_of(self, address):
+        """The nginx `server` parameters of one upstream: the service's, then the upstream's own."""
+        own = self.upstream_params[self.upstreams.index(address)] if self.upstream_params else ""
+        return " ".join(p for p in (self.server_params, own) if p)
 
     @property
     def endpoints(self):
@@ -209,6 +216,16 @@ def _unknown(obj, known, where):
     extra = sorted(set(obj) - set(known))
     if extra:
         raise ConfigError("%s: unknown key%s %s (known: %s)" % (where, "s" if len(extra) > 1 else "", ", ".join(extra), ", ".join(sorted(known))))
+
+
+def _server_params(value, where):
+    """nginx `server` parameters, one line of words: nothing that could end the directive or hide `down`."""
+    params = " ".join(_string(value, where).split())
+    if re.search(r"[;{}#\"'\\\x00-\x1f]", params):
+        raise ConfigError("%s must not contain ; { } # quotes, backslashes or control characters: %s" % (where, json.dumps(params)))
+    if "down" in params.split():
+        raise ConfigError("%s must not contain `down`: the health checker sets it" % where)
+    return params
 
 
 def parse_address(value, where):
@@ -367,20 +384,29 @@ def _parse_service(obj, index, seen):
     if not isinstance(ups, list) or not ups:
         raise ConfigError("%s: upstreams must be a non-empty list of addresses" % where)
     addrs = []
+    own_params = []
     for i, raw in enumerate(ups):
+        # an upstream is its address, or {"address": ..., "params": "weight=5 backup"} (its own server parameters)
+        own = ""
+        if isinstance(raw, dict):
+            _unknown(raw, UPSTREAM_KEYS, "%s: upstreams[%d]" % (where, i))
+            if "address" not in raw:
+                raise ConfigError("%s: upstreams[%d].address is required" % (where, i))
+            own = _server_params(raw.get("params", ""), "%s: upstreams[%d].params" % (where, i))
+            raw = raw["address"]
+        elif not isinstance(raw, str):
+            raise ConfigError("%s: upstreams[%d] must be an address or an object {address, params}, not %s" % (where, i, json.dumps(raw)))
         addr = parse_address(raw, "%s: upstreams[%d]" % (where, i))
         if addr in addrs:
             raise ConfigError("%s: upstreams[%d] %s is listed twice" % (where, i, addr))
         addrs.append(addr)
-    params = _string(obj.get("server_params", ""), where + ": server_params").strip()
-    if re.search(r"[;{}#\"'\\\x00-\x1f]", params):
-        raise ConfigError("%s: server_params must not contain ; { } # quotes, backslashes or control characters: %s" % (where, json.dumps(params)))
-    if "down" in params.split():
-        raise ConfigError("%s: server_params must not contain `down`: the health checker sets it" % where)
+        own_params.append(own)
+    params = _server_params(obj.get("server_params", ""), where + ": server_params")
     if "check" not in obj:
         raise ConfigError("%s: check is required (type none disables probing)" % where)
     check = _parse_check(obj["check"], where + ": check", addrs)
-    return Service(name=name, port=port, upstreams=tuple(addrs), server_params=params, check=check)
+    return Service(name=name, port=port, upstreams=tuple(addrs), server_params=params, check=check,
+                   upstream_params=tuple(own_params) if any(own_params) else ())
 
 
 def parse_config(data, path=""):
@@ -659,9 +685,10 @@ def render_service(service, states):
     fail_open = is_fail_open(service, states)
     if fail_open:
         lines.append("# FAIL OPEN: every server of this service fails its health check; all are kept in service\n")
-    params = " " + service.server_params if service.server_params else ""
     for addr in service.upstreams:
         ep = service.endpoint(addr)
+        params = service.params_of(addr)
+        params = " " + params if params else ""
         st = states.get(ep)
         if st is not None and not st.up and not fail_open and service.check.type != "none":
             reason = one_line(st.reason or "failed", REASON_MAX)

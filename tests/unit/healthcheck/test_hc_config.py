@@ -77,6 +77,13 @@ BAD = [
     (["services", 0, "upstreams"], ["fd00::1", "fd00:0::1"], "upstreams[1] fd00::1 is listed twice"),
     (["services", 0, "server_params"], "weight=2; down", "server_params must not contain"),
     (["services", 0, "server_params"], "backup down", "must not contain `down`"),
+    (["services", 1, "upstreams"], [{"address": "172.16.0.11", "params": "weight=2 down"}], "service web: upstreams[0].params must not contain `down`"),
+    (["services", 1, "upstreams"], [{"address": "172.16.0.11", "params": "weight=2;"}], "service web: upstreams[0].params must not contain ;"),
+    (["services", 1, "upstreams"], [{"address": "172.16.0.11", "params": 2}], "service web: upstreams[0].params must be a string"),
+    (["services", 1, "upstreams"], [{"address": "172.16.0.11", "weight": 2}], "service web: upstreams[0]: unknown key weight"),
+    (["services", 1, "upstreams"], [{"params": "backup"}], "service web: upstreams[0].address is required"),
+    (["services", 1, "upstreams"], ["172.16.0.11", {"address": "172.16.0.11"}], "upstreams[1] 172.16.0.11 is listed twice"),
+    (["services", 1, "upstreams"], [["172.16.0.11"]], "service web: upstreams[0] must be an address or an object"),
     (["services", 0, "check", "type"], "icmp", "service dns_udp: check.type must be one of dns, udp, tcp, http, none"),
     (["services", 0, "check", "timeout"], 1.0, "service dns_udp: check.timeout (1) must be less than service dns_udp: check.interval (1)"),
     (["services", 0, "check", "timeout"], 0, "check.timeout must be > 0"),
@@ -137,6 +144,19 @@ def test_source_of_the_right_family_is_accepted():
     cfg = mutate(["services", 0, "upstreams"], ["172.16.0.11"])
     cfg["services"][0]["check"]["source"] = "172.16.0.1"
     assert hc.parse_config(cfg).services[0].check.source == "172.16.0.1"
+
+
+def test_upstreams_may_carry_their_own_server_parameters():
+    # the role's form: a string when an upstream has no parameters, else {address, params}
+    cfg = hc.parse_config({"services": [{"name": "dns", "port": 53, "server_params": "max_fails=0",
+                                         "upstreams": ["10.0.0.1", {"address": "10.0.0.2", "params": " weight=3  backup "},
+                                                       {"address": "10.0.0.3"}],
+                                         "check": {"type": "dns"}}]})
+    svc = cfg.services[0]
+    assert svc.upstreams == ("10.0.0.1", "10.0.0.2", "10.0.0.3")
+    assert svc.upstream_params == ("", "weight=3 backup", "")
+    assert svc.params_of("10.0.0.2") == "max_fails=0 weight=3 backup"
+    assert svc.params_of("10.0.0.1") == "max_fails=0"
 
 
 def test_roles_default_check_keys_are_accepted():

@@ -126,6 +126,23 @@ def test_render_marks_down_servers():
     assert "connection refused" not in hc.render_service(svc, states)
 
 
+def test_render_keeps_each_upstreams_weight_and_backup_and_marks_it_down():
+    clock = Clock(0.0)
+    svc = hc.parse_config({"services": [{"name": "dns_udp", "port": 53, "check": {"type": "dns"},
+                                         "upstreams": [{"address": "172.16.0.11", "params": "weight=5"}, "172.16.0.12",
+                                                       {"address": "172.16.0.13", "params": "backup"}]}]}).services[0]
+    states = states_for(svc, clock, down=["172.16.0.11", "172.16.0.13"])
+    assert hc.render_service(svc, states) == (
+        "# managed by netops-healthcheck: membership of service dns_udp (do not edit)\n"
+        "server 172.16.0.11:53 weight=5 down;   # down since 2026-12-03T19:40:00Z: timeout after 0.5s\n"
+        "server 172.16.0.12:53;\n"
+        "server 172.16.0.13:53 backup down;   # down since 2026-12-03T19:40:00Z: timeout after 0.5s\n")
+    # fail open keeps the parameters too
+    states["172.16.0.12:53"].up = False
+    text = hc.render_service(svc, states)
+    assert "server 172.16.0.11:53 weight=5;\n" in text and "server 172.16.0.13:53 backup;\n" in text and " down;" not in text
+
+
 def test_fail_open_renders_every_server_up():
     clock = Clock()
     svc = service()

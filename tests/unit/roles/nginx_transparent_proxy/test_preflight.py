@@ -57,6 +57,44 @@ CASES = [
     ("no-udp-service-for-dsr", {"nginx_transparent_proxy_method": "dsr_router_nat", "nginx_transparent_proxy_state": "present",
                                 "nginx_transparent_proxy_services": []},
      ["nginx_transparent_proxy_services", "non-empty"]),
+    # the service model next to nginx's (issue 17): refusals nginx would make at reload time, and typos
+    ("backup-with-hash", {"nginx_transparent_proxy_services": [
+        svc(balance="hash", hash_key="$remote_addr", upstreams=["172.16.0.11", {"address": "172.16.0.12", "backup": True}])]},
+     ["Service dns_udp", "upstream 172.16.0.12", "backup", "balance hash", "nginx refuses"]),
+    ("backup-with-random-two", {"nginx_transparent_proxy_services": [
+        svc(balance="random_two", upstreams=[{"address": "172.16.0.11", "backup": True}, "172.16.0.12"])]},
+     ["Service dns_udp", "upstream 172.16.0.11", "balance random_two"]),
+    ("every-upstream-backup", {"nginx_transparent_proxy_services": [
+        svc(upstreams=[{"address": "172.16.0.11", "backup": True}, {"address": "172.16.0.12", "backup": True}])]},
+     ["Service dns_udp", "every upstream is a backup", "no servers in upstream"]),
+    ("bad-upstream-parameters", {"nginx_transparent_proxy_services": [
+        svc(upstreams=[{"address": "172.16.0.11", "weight": 0, "max_fails": -1, "fail_timeout": "10 s", "backup": "yes"},
+                       {"address": "172.16.0.12", "wieght": 2}, 5])]},
+     ["Service dns_udp", "upstream 172.16.0.11", "weight 0 must be an integer >= 1", "max_fails -1 must be an integer >= 0",
+      "fail_timeout \"10 s\" must be an nginx time", "backup \"yes\" must be true or false",
+      "upstream 172.16.0.12", "unknown key wieght", "upstream 5: must be an address or a mapping"]),
+    ("upstream-without-address", {"nginx_transparent_proxy_services": [svc(upstreams=["172.16.0.11", {"weight": 2}])]},
+     ["Service dns_udp", "address is required"]),
+    ("upstream-listed-twice", {"nginx_transparent_proxy_services": [svc(upstreams=["172.16.0.11", {"address": "172.16.0.11", "weight": 2}])]},
+     ["Service dns_udp", "172.16.0.11 is listed more than once"]),
+    ("unknown-balance", {"nginx_transparent_proxy_services": [svc(balance="ip_hash")]},
+     ["Service dns_udp", "balance \"ip_hash\" must be one of round_robin, least_conn, random, random_two, hash"]),
+    ("hash-without-key", {"nginx_transparent_proxy_services": [svc(balance="hash", hash_consistent=True)]},
+     ["Service dns_udp", "balance hash needs hash_key"]),
+    ("hash-key-without-hash", {"nginx_transparent_proxy_services": [svc(hash_key="$remote_addr", hash_consistent=True)]},
+     ["Service dns_udp", "hash_key and hash_consistent are only for balance hash (balance is round_robin)"]),
+    ("bad-extra-directives", {"nginx_transparent_proxy_services": [
+        svc(upstream_extra=["keepalive 8", "server 172.16.0.99:53", "zone x 64k; least_conn"],
+            server_extra=["proxy_connect_timeout 1s;", "proxy_bind 10.0.0.1", "location / { return 200; }", 7])]},
+     ["Service dns_udp", "upstream_extra", "server 172.16.0.99:53", "reserved", "zone x 64k; least_conn", "one directive",
+      "server_extra", "proxy_bind 10.0.0.1", "location / { return 200; }", "7"],
+     ["keepalive 8", "proxy_connect_timeout 1s"]),
+    ("good-model", {"nginx_transparent_proxy_services": [
+        svc(balance="hash", hash_key="$remote_addr$remote_port", hash_consistent=True,
+            upstreams=["172.16.0.11", {"address": "172.16.0.12", "weight": 3, "max_fails": 0, "fail_timeout": "1m30s", "max_conns": 10}],
+            upstream_extra=["keepalive 8;"], server_extra=["proxy_connect_timeout 1s"]),
+        svc(name="web", protocol="tcp", port=80, http=True, balance="least_conn",
+            upstreams=[{"address": "172.16.0.11", "weight": 2}, {"address": "172.16.0.12", "backup": True}])]}, None),
     ("good-dsr", {"nginx_transparent_proxy_method": "dsr_router_nat", "nginx_transparent_proxy_services": [svc()]}, None),
     ("good-ip-transparency", {"nginx_transparent_proxy_services": [svc(), svc(name="web", protocol="tcp", port=80, http=True)]},
      None),
@@ -65,9 +103,10 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def refusals(tmp_path_factory, run_preflight):
-    return run_preflight(tmp_path_factory.mktemp("preflight"), os.path.join(HERE, "preflight.yml"), CASES, {"nginx_transparent_proxy_state": "absent"})
+    return run_preflight(tmp_path_factory.mktemp("preflight"), os.path.join(HERE, "preflight.yml"), [c[:3] for c in CASES],
+                         {"nginx_transparent_proxy_state": "absent"})
 
 
-@pytest.mark.parametrize("case,parts", [(c[0], c[2]) for c in CASES], ids=[c[0] for c in CASES])
-def test_refusal_names_the_item_and_the_rule(refusals, assert_refusal, case, parts):
-    assert_refusal(refusals, case, parts)
+@pytest.mark.parametrize("case,parts,not_named", [(c[0], c[2], c[3] if len(c) > 3 else ()) for c in CASES], ids=[c[0] for c in CASES])
+def test_refusal_names_the_item_and_the_rule(refusals, assert_refusal, case, parts, not_named):
+    assert_refusal(refusals, case, parts, not_named)

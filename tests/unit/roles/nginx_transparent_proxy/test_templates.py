@@ -101,3 +101,102 @@ def test_a_udp_service_on_another_port_gets_no_default_probe(tmp_path):
                  nginx_transparent_proxy_health_check=False)
     assert "server 172.16.0.11:123;" in out["stream.conf"]
     assert json.loads(out["healthcheck.json"])["services"][0]["check"]["type"] == ""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the service model next to nginx's: per-upstream parameters, balancing methods, extra directives (issue 17)
+# ---------------------------------------------------------------------------------------------------------
+
+GOLDEN = os.path.join(HERE, "golden")
+# Rendered by the role before the richer service model, from these inputs: existing inventories must keep
+# getting the very same files.
+GOLDEN_CASES = {
+    "ip_transparency": {"nginx_transparent_proxy_method": "ip_transparency"},
+    "ip_transparency_no_hc": {"nginx_transparent_proxy_method": "ip_transparency", "nginx_transparent_proxy_health_check": False},
+    "dsr_router_nat": {"nginx_transparent_proxy_method": "dsr_router_nat",
+                       "nginx_transparent_proxy_services": [s for s in SERVICES if s["protocol"] == "udp"]},
+    "nginx_plus": {"nginx_transparent_proxy_method": "ip_transparency", "nginx_transparent_proxy_nginx_plus": True},
+}
+
+
+def test_string_upstreams_render_byte_for_byte_as_before(tmp_path):
+    for case, extra in sorted(GOLDEN_CASES.items()):
+        (tmp_path / case).mkdir()
+        out = render(tmp_path / case, **extra)
+        for name, text in out.items():
+            with open(os.path.join(GOLDEN, case, name)) as handle:
+                assert text == handle.read(), "%s/%s differs from what the role rendered before" % (case, name)
+
+
+RICH = [
+    {"name": "web", "protocol": "tcp", "port": 80, "http": True, "balance": "least_conn",
+     "upstreams": [{"address": "172.16.0.11", "weight": 3, "max_fails": 2, "fail_timeout": "30s"},
+                   {"address": "172.16.0.12", "backup": True}],
+     "upstream_extra": ["keepalive 16"], "server_extra": ["proxy_connect_timeout 2s;", "proxy_set_header X-Proxy netops"]},
+    {"name": "dns_udp", "protocol": "udp", "port": 53, "balance": "hash", "hash_key": "$remote_addr", "hash_consistent": True,
+     "upstreams": ["172.16.0.11", {"address": "172.16.0.12", "weight": 2, "max_conns": 100}]},
+    {"name": "dns_tcp", "protocol": "tcp", "port": 53, "balance": "random_two",
+     "upstreams": [{"address": "172.16.0.11"}, "172.16.0.12"], "server_extra": ["proxy_connect_timeout 1s"]},
+]
+
+
+def test_checker_config_carries_each_upstreams_parameters_and_the_block_its_balancing(tmp_path):
+    out = render(tmp_path, nginx_transparent_proxy_method="ip_transparency", nginx_transparent_proxy_services=RICH)
+    web = block(out["http.conf"], "upstream netops_web")
+    assert web.splitlines() == [
+        "    least_conn;",
+        "    keepalive 16;",
+        "    # Membership written by netops-healthcheck.service (active health checks).",
+        "    include /etc/nginx/netops-transparent-proxy/upstreams/web.conf;"]
+    location = out["http.conf"].split("location / {")[1].split("}")[0]
+    assert "proxy_pass http://netops_web;\n        proxy_connect_timeout 2s;\n        proxy_set_header X-Proxy netops;\n" in location
+    assert block(out["stream.conf"], "upstream netops_dns_udp").splitlines()[0] == "    hash $remote_addr consistent;"
+    assert block(out["stream.conf"], "upstream netops_dns_tcp").splitlines()[0] == "    random two least_conn;"
+    tcp = out["stream.conf"].split("listen 53;")[1].split("}")[0]
+    assert tcp.rstrip().endswith("proxy_connect_timeout 1s;")
+    services = dict((s["name"], s) for s in json.loads(out["healthcheck.json"])["services"])
+    assert services["web"]["upstreams"] == [{"address": "172.16.0.11", "params": "weight=3 max_fails=2 fail_timeout=30s"},
+                                            {"address": "172.16.0.12", "params": "backup"}]
+    assert services["dns_udp"]["upstreams"] == ["172.16.0.11", {"address": "172.16.0.12", "params": "weight=2 max_conns=100"}]
+    assert services["dns_tcp"]["upstreams"] == ["172.16.0.11", "172.16.0.12"]
+
+
+def test_without_the_checker_the_servers_carry_their_parameters(tmp_path):
+    out = render(tmp_path, nginx_transparent_proxy_method="ip_transparency", nginx_transparent_proxy_services=RICH,
+                 nginx_transparent_proxy_health_check=False)
+    assert block(out["http.conf"], "upstream netops_web").splitlines() == [
+        "    least_conn;",
+        "    keepalive 16;",
+        "    server 172.16.0.11:80 weight=3 max_fails=2 fail_timeout=30s;",
+        "    server 172.16.0.12:80 backup;"]
+    assert block(out["stream.conf"], "upstream netops_dns_udp").splitlines() == [
+        "    hash $remote_addr consistent;",
+        "    server 172.16.0.11:53;",
+        "    server 172.16.0.12:53 weight=2 max_conns=100;"]
+
+
+def test_nginx_plus_servers_carry_their_parameters(tmp_path):
+    out = render(tmp_path, nginx_transparent_proxy_method="ip_transparency", nginx_transparent_proxy_services=RICH,
+                 nginx_transparent_proxy_nginx_plus=True)
+    assert block(out["http.conf"], "upstream netops_web").splitlines() == [
+        "    least_conn;",
+        "    zone netops_web 64k;",
+        "    keepalive 16;",
+        "    server 172.16.0.11:80 weight=3 max_fails=2 fail_timeout=30s;",
+        "    server 172.16.0.12:80 backup;"]
+    assert "health_check interval=1000ms fails=2 passes=2 uri=/ match=netops_web;" in out["http.conf"]
+
+
+def test_dsr_checker_includes_carry_the_parameters(tmp_path):
+    # The checker's own `render`, from the configuration the role wrote: what nginx includes under DSR.
+    services = [{"name": "dns_udp", "protocol": "udp", "port": 53, "balance": "least_conn",
+                 "upstreams": [{"address": "172.16.0.11", "weight": 4}, "172.16.0.12", {"address": "172.16.0.13", "backup": True}]}]
+    out = render(tmp_path, nginx_transparent_proxy_method="dsr_router_nat", nginx_transparent_proxy_services=services)
+    config = json.loads(out["healthcheck.json"])
+    config.update(include_dir=str(tmp_path / "upstreams"), state_file=str(tmp_path / "state.json"))
+    (tmp_path / "hc.json").write_text(json.dumps(config))
+    program = os.path.join(ROOT, "roles", "nginx_transparent_proxy", "files", "netops-healthcheck.py")
+    subprocess.run([sys.executable, program, "render", "--config", str(tmp_path / "hc.json")], check=True, capture_output=True)
+    assert (tmp_path / "upstreams" / "dns_udp.conf").read_text().splitlines()[1:] == [
+        "server 172.16.0.11:53 weight=4;", "server 172.16.0.12:53;", "server 172.16.0.13:53 backup;"]
+    assert block(out["stream.conf"], "upstream netops_dns_udp").splitlines()[0] == "    least_conn;"
