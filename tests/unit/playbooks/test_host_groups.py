@@ -4,6 +4,10 @@ whose proxies and upstreams are in the groups `lb` and `web`, next to decoy grou
 must never be touched. Every host is local; the role preflights refuse them for lack of input, which shows which host
 went through which role's checks."""
 
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
 import json
 import os
 import re
