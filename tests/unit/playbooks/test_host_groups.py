@@ -35,21 +35,24 @@ def _inventory(tmp, all_vars=None, web_vars=None):
     return str(path)
 
 
-def _ansible_playbook(tmp, inventory, playbook, *args):
+def _ansible_playbook(tmp, inventory, playbooks, *args):
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".collections"), ANSIBLE_NOCOLOR="1",
                ANSIBLE_LOCALHOST_WARNING="false", ANSIBLE_CALLBACK_RESULT_FORMAT="json", LC_ALL="C.UTF-8")
     env.pop("ANSIBLE_CONFIG", None)
-    argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", inventory,
-            os.path.join(PLAYBOOKS, playbook + ".yml")] + list(args)
+    playbooks = [playbooks] if isinstance(playbooks, str) else playbooks
+    argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", inventory]
+    argv += [os.path.join(PLAYBOOKS, playbook + ".yml") for playbook in playbooks] + list(args)
     return subprocess.run(argv, env=env, cwd=str(tmp), capture_output=True, text=True, timeout=300, check=False)
 
 
 def _plays(listing):
-    """{play name: [hosts]} from `ansible-playbook --list-hosts`."""
+    """{(playbook, play name): [hosts]} from `ansible-playbook --list-hosts` of several playbooks."""
     plays = {}
-    for match in re.finditer(r"^  play #\d+ \(([^)]*)\): (.*?)\tTAGS: .*?\n    pattern: .*?\n    hosts \(\d+\):\n((?:      \S+\n)*)",
-                             listing, re.M):
-        plays[match.group(2)] = sorted(match.group(3).split())
+    for part in re.split(r"^playbook: ", listing, flags=re.M)[1:]:
+        playbook = os.path.basename(part.splitlines()[0]).replace(".yml", "")
+        for match in re.finditer(r"^  play #\d+ \((?:[^)]*)\): (.*?)\tTAGS: .*?\n    pattern: .*?\n    hosts \(\d+\):\n((?:      \S+\n)*)",
+                                 part, re.M):
+            plays[(playbook, match.group(1))] = sorted(match.group(2).split())
     return plays
 
 
@@ -71,26 +74,29 @@ def _failures(out):
     return failed, ran
 
 
-@pytest.mark.parametrize("playbook", METHODS + ["teardown", "troubleshoot"])
-def test_plays_run_on_the_groups_given_with_extra_vars(tmp_path, playbook):
-    proc = _ansible_playbook(tmp_path, _inventory(tmp_path), playbook, "--list-hosts", *RENAMED)
+ALL = METHODS + ["teardown", "troubleshoot"]
+
+
+def test_plays_run_on_the_groups_given_with_extra_vars(tmp_path):
+    proc = _ansible_playbook(tmp_path, _inventory(tmp_path), ALL, "--list-hosts", *RENAMED)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     plays = _plays(proc.stdout)
-    print(json.dumps(plays, indent=1))
-    assert plays, proc.stdout
-    for name, hosts in plays.items():
-        assert "decoy_proxy" not in hosts and "decoy_upstream" not in hosts, "%s runs on the decoys: %s" % (name, hosts)
-        assert hosts in (["lb1"], ["web1"], ["lb1", "web1"]), "%s: %s" % (name, hosts)
-    assert any(hosts == ["lb1"] or "lb1" in hosts for hosts in plays.values())
-    assert any("web1" in hosts for hosts in plays.values())
+    print(json.dumps(dict((" / ".join(k), v) for k, v in plays.items()), indent=1))
+    assert set(playbook for playbook, _name in plays) == set(ALL), proc.stdout
+    for (playbook, name), hosts in plays.items():
+        assert hosts in (["lb1"], ["web1"], ["lb1", "web1"]), "%s, %s runs on %s" % (playbook, name, hosts)
+    for playbook in ALL:
+        assert set(h for (p, _n), hs in plays.items() if p == playbook for h in hs) == {"lb1", "web1"}, playbook
 
 
-@pytest.mark.parametrize("playbook", METHODS + ["teardown", "troubleshoot"])
-def test_plays_run_on_proxy_and_upstream_by_default(tmp_path, playbook):
-    proc = _ansible_playbook(tmp_path, _inventory(tmp_path), playbook, "--list-hosts")
+def test_plays_run_on_proxy_and_upstream_by_default(tmp_path):
+    proc = _ansible_playbook(tmp_path, _inventory(tmp_path), ALL, "--list-hosts")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    hosts = set(h for hs in _plays(proc.stdout).values() for h in hs)
-    assert hosts == {"decoy_proxy", "decoy_upstream"}, proc.stdout
+    plays = _plays(proc.stdout)
+    assert set(playbook for playbook, _name in plays) == set(ALL), proc.stdout
+    for playbook in ALL:
+        hosts = set(h for (p, _n), hs in plays.items() if p == playbook for h in hs)
+        assert hosts == {"decoy_proxy", "decoy_upstream"}, (playbook, hosts)
 
 
 def test_each_host_goes_through_its_own_groups_checks(tmp_path):
@@ -134,23 +140,30 @@ def _own_address():
     return found[0] if found else None
 
 
-@pytest.mark.parametrize("value,parts", [
-    ("203.0.113.300", ["dsr_public_address '203.0.113.300'", "not an IPv4 address"]),
-    ("2001:db8::10", ["dsr_public_address '2001:db8::10'", "not an IPv4 address"]),
-    ("own", ["must be the proxy's public (client-facing) IPv4 address", "it is an address of web1"]),
-])
-def test_dsr_public_address_is_checked_before_any_change(tmp_path, value, parts):
-    if value == "own":
-        value = _own_address()
-        if value is None:
-            pytest.skip("this machine has no global IPv4 address")
-    inventory = _inventory(tmp_path, web_vars={"dsr_public_address": value})
-    proc = _ansible_playbook(tmp_path, inventory, "dsr_origin_nat", *RENAMED + ["--limit", "web1"])
+ADDRESS_CASES = {
+    "web1": ("203.0.113.300", ["dsr_public_address '203.0.113.300'", "not an IPv4 address"]),
+    "web2": ("2001:db8::10", ["dsr_public_address '2001:db8::10'", "not an IPv4 address"]),
+    "web3": ("own", ["must be the proxy's public (client-facing) IPv4 address", "it is an address of web3"]),
+}
+
+
+def test_dsr_public_address_is_checked_before_any_change(tmp_path):
+    own = _own_address()
+    cases = dict((host, (own if value == "own" else value, parts)) for host, (value, parts) in ADDRESS_CASES.items()
+                 if value != "own" or own)
+    inventory = _inventory(tmp_path)
+    data = json.loads(open(inventory).read())
+    data["all"]["children"]["web"]["hosts"] = dict((host, {"dsr_public_address": value}) for host, (value, _p) in cases.items())
+    data["all"]["children"]["web"]["hosts"]["web4"] = {"dsr_public_address": "203.0.113.10"}
+    open(inventory, "w").write(json.dumps(data))
+    proc = _ansible_playbook(tmp_path, inventory, "dsr_origin_nat", *RENAMED + ["--limit", "web"])
     failed, ran = _failures(proc.stdout)
-    print(proc.stdout[-3000:])
-    assert set(failed) == {"web1"}, failed
-    for part in parts:
-        assert part in failed["web1"], failed["web1"]
+    print(proc.stdout[-4000:])
+    assert set(failed) == set(cases), failed
+    for host, (_value, parts) in cases.items():
+        for part in parts:
+            assert part in failed[host], failed[host]
+    assert "web4" in ran["Check dsr_public_address"], "a good address was not checked"
     assert "Take the UDP services (DSR carries UDP only)" not in ran, "refused after the preflight went on"
 
 
