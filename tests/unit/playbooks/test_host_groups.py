@@ -175,3 +175,25 @@ def test_dsr_services_must_be_a_list_of_services(tmp_path, playbook):
     print(proc.stdout[-3000:])
     assert set(failed) == {"lb1", "web1"}, failed
     assert "dsr_services" in failed["lb1"] and "dict" in failed["lb1"], failed["lb1"]
+
+
+def test_troubleshoot_role_follows_the_group_names(tmp_path):
+    """The troubleshoot role reads the method's variables from the first host of the proxy group: with -e
+    netops_ipt_proxy_group=lb that is lb1 (its preflight then misses lb1's VIP), not the decoy of the group `proxy`."""
+    playbook = tmp_path / "troubleshoot_groups.yml"
+    playbook.write_text(json.dumps([{
+        "name": "The troubleshoot role's preflight", "hosts": "{{ netops_ipt_proxy_group }}:{{ netops_ipt_upstream_group }}",
+        "gather_facts": False,
+        "tasks": [{"ansible.builtin.include_role": {"name": "netops.ip_transparency.troubleshoot", "tasks_from": "preflight.yml"}}],
+    }]))
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".collections"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_LOCALHOST_WARNING="false", ANSIBLE_CALLBACK_RESULT_FORMAT="json", LC_ALL="C.UTF-8")
+    env.pop("ANSIBLE_CONFIG", None)
+    argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", _inventory(tmp_path), str(playbook)]
+    proc = subprocess.run(argv + RENAMED, env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=300,
+                          check=False)
+    failed, _ran = _failures(proc.stdout)
+    print(proc.stdout[-4000:])
+    assert set(failed) == {"lb1"}, failed
+    assert "nginx_transparent_proxy_public_address on lb1" in failed["lb1"], failed["lb1"]
+    assert "decoy" not in proc.stdout
