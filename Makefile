@@ -141,7 +141,10 @@ release-check: collection $(RELEASE)/.installed ## ansible-builder introspect an
 	  -a "that=\"'192.0.2.7' | netops.ip_transparency.in_networks(['192.0.2.0/24']) and not \
 	      '192.0.2.7' | netops.ip_transparency.in_networks(['198.51.100.0/24'])\" quiet=true"
 	@echo "release-check: the installed filters load and run on a controller without pyroute2"
-	cd $(BUILD)/release && PATH=$(CURDIR)/$(RELEASE)/bin:$$PATH GALAXY_IMPORTER_CONFIG=$(CURDIR)/tests/release/galaxy-importer.cfg \
+	@# the importer in a HOME of its own and without this tree's ansible.cfg: ansible-lint must resolve the collection's
+	@# modules from the tarball it imports, not from a copy another tool left in ~/.ansible/collections
+	cd $(BUILD)/release && mkdir -p home && env -u ANSIBLE_CONFIG HOME=$(CURDIR)/$(BUILD)/release/home \
+	  PATH=$(CURDIR)/$(RELEASE)/bin:$$PATH GALAXY_IMPORTER_CONFIG=$(CURDIR)/tests/release/galaxy-importer.cfg \
 	  $(CURDIR)/$(RELEASE)/bin/python -m galaxy_importer.main $(CURDIR)/$(BUILD)/dist/netops-ip_transparency-*.tar.gz \
 	  > importer.log 2>&1 || { cat importer.log; exit 1; }
 	@grep -E '^(WARNING|ERROR|CRITICAL)' $(BUILD)/release/importer.log && \

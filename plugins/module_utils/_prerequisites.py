@@ -62,7 +62,8 @@ def probe_pyroute2():
 
 
 def _dist_version(name):
-    from importlib.metadata import version as dist_version  # pylint: disable=import-outside-toplevel
+    # importlib.metadata is Python 3.8+: on older Pythons the ImportError is caught by the caller ('unknown')
+    from importlib.metadata import version as dist_version  # pylint: disable=import-outside-toplevel  # novermin
     return dist_version(name)
 
 
