@@ -44,7 +44,8 @@ def upstream(netns, sh):
 
 def _run_playbook(ns, tmp_path, playbook, python, check=False):
     inventory = {"all": {"children": {
-        "proxy": {"hosts": {}},
+        # the playbooks refuse an empty proxy group; --limit keeps the run on the upstream
+        "proxy": {"hosts": {"proxy-1": {"ansible_connection": "local"}}},
         "upstream": {"hosts": {"upstream-1": {
             "ansible_connection": "local",
             "ansible_python_interpreter": python,
@@ -61,7 +62,7 @@ def _run_playbook(ns, tmp_path, playbook, python, check=False):
                ANSIBLE_NOCOLOR="1", ANSIBLE_LOCALHOST_WARNING="false", ANSIBLE_CALLBACK_RESULT_FORMAT="json",
                ANSIBLE_LOCAL_TEMP=str(tmp_path / "local-tmp"), ANSIBLE_REMOTE_TEMP=str(tmp_path / "remote-tmp"))
     cmd = ["ip", "netns", "exec", ns, os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
-           "-i", str(tmp_path / "inventory.json"), os.path.join(ROOT, "playbooks", playbook + ".yml")]
+           "-i", str(tmp_path / "inventory.json"), "--limit", "upstream-1", os.path.join(ROOT, "playbooks", playbook + ".yml")]
     if check:
         cmd.append("--check")
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
