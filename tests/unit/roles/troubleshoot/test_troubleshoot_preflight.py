@@ -1,0 +1,45 @@
+"""The troubleshoot role's preflight on the controller (no lab): with the client address given and no probe host
+(no troubleshoot_probe_host, no lab_client group), it works out the VIP and the client without asking any host.
+ansible-core 2.19 templates `delegate_to` before `when`: an empty probe host name failed the run with
+"Empty hostname produced from delegate_to" although the task was to be skipped."""
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", ".."))
+
+PLAYBOOK = """
+- name: Run the troubleshoot role's preflight
+  hosts: proxy
+  gather_facts: false
+  tasks:
+    - name: Work out what to check
+      ansible.builtin.include_role:
+        name: netops.ip_transparency.troubleshoot
+        tasks_from: preflight.yml
+      vars:
+        troubleshoot_client_address: 192.0.2.1
+    - name: Show what it worked out
+      ansible.builtin.debug:
+        msg: "client={{ __troubleshoot_client_address }} vip={{ __troubleshoot_public_address }}"
+"""
+
+
+def test_no_probe_host_with_a_client_address(tmp_path):
+    inventory = {"all": {"children": {"proxy": {"hosts": {"proxy-1": {
+        "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+        "nginx_transparent_proxy_method": "ip_transparency", "nginx_transparent_proxy_public_address": "192.0.2.10",
+        "nginx_transparent_proxy_services": [{"name": "dns", "port": 53, "protocol": "udp", "upstreams": ["172.16.0.11"]}],
+    }}}}}}
+    (tmp_path / "inventory.json").write_text(json.dumps(inventory))
+    (tmp_path / "playbook.yml").write_text(PLAYBOOK)
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".collections"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_LOCALHOST_WARNING="false", LC_ALL="C.UTF-8")
+    env.pop("ANSIBLE_CONFIG", None)
+    proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", "inventory.json", "playbook.yml"],
+                          env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=300, check=False)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-3000:]
+    assert "client=192.0.2.1 vip=192.0.2.10" in proc.stdout, output[-3000:]
