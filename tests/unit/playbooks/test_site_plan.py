@@ -72,3 +72,17 @@ def test_a_dsr_default_names_the_services_it_leaves_out(tmp_path):
 
     proc = _ansible_playbook(tmp_path, inventory, "site", *RENAMED + ["--limit", "lb1"])
     assert "Left out by" not in proc.stdout
+
+
+def test_dsr_services_are_taken_as_given(tmp_path):
+    """dsr_services name the DSR services explicitly: a TCP one among them is refused by the proxy's checks, naming
+    it, not left out quietly."""
+    inventory = _inventory(tmp_path)
+    data = json.loads(open(inventory).read())
+    data["all"]["children"]["lb"]["hosts"]["lb1"] = {"nginx_transparent_proxy_services": [DNS], "dsr_services": [HTTP]}
+    open(inventory, "w").write(json.dumps(data))
+    proc = _ansible_playbook(tmp_path, inventory, "dsr_router_nat", *RENAMED + ["--limit", "lb1"])
+    print(proc.stdout[-4000:])
+    assert proc.returncode != 0
+    assert "Left out by" not in proc.stdout
+    assert "Service http cannot use Direct Server Return (dsr_router_nat)" in " ".join(proc.stdout.split())
