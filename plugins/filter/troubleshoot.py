@@ -40,6 +40,10 @@ def troubleshoot_service_methods(services, facts, forced="", default="", keep_al
         raise AnsibleFilterError(str(exc))
 
 
+def troubleshoot_probe_plan(config, name, base_port, count):
+    return trace.probe_plan(config, name or "", base_port, count)
+
+
 def troubleshoot_trace(config, probes, captures):
     return trace.trace(config, probes, captures)
 
@@ -72,4 +76,5 @@ class FilterModule(object):
             "troubleshoot_first_host": troubleshoot_first_host,
             "troubleshoot_upstream_address": troubleshoot_upstream_address,
             "troubleshoot_probes": troubleshoot_probes,
+            "troubleshoot_probe_plan": troubleshoot_probe_plan,
         }

@@ -4,7 +4,8 @@
 # Private to this collection: not a public API; names and signatures may change in any release.
 """Packet trace of the troubleshoot role's probes through the tcpdump captures of every host.
 
-Pure functions, run on the controller: ``parse_probes`` (the probe loop's output), ``parse_capture``
+Pure functions, run on the controller: ``probe_plan`` (which services to probe, from which client
+ports), ``parse_probes`` (the probe loop's output), ``parse_capture``
 (tcpdump lines as events), ``trace`` (follows each probe hop by hop and names the host where the
 probe or its reply disappeared), ``upstream_address``. Each probe is followed by its service's method
 (``probe["method"]``, else ``config["method"]``): a proxy may serve each service by another method.
@@ -165,6 +166,31 @@ def parse_probes(lines, host, client_address, service, kind):
                        "output": answer})
         probes[-1].update((key, service[field]) for key, field in (("service", "name"), ("method", "method")) if service.get(field))
     return probes
+
+
+PORTS_PER_SERVICE = 16  # the probes of each service come from their own block of client ports (at most 16 probes)
+METHOD_ORDER = ("ip_transparency", "dsr_router_nat", "dsr_origin_nat")
+
+
+def probe_plan(config, name, base_port, count):
+    """The services to probe and the client ports of their probes: the one named ``name``, else one service of each
+    method the proxy serves (IP Transparency: its first HTTP service, else its first UDP one; DSR: its first UDP one).
+    Returns [{service, kind (http|dns), ports}], each service's ports from ``base_port`` + 16 * its rank."""
+    services = config["services"]
+    if name:
+        chosen = [s for s in services if s["name"] == name][:1]
+    else:
+        methods = [m for m in METHOD_ORDER if any(probe_method(config, s) == m for s in services)]
+        chosen = []
+        for method in methods:
+            mine = [s for s in services if probe_method(config, s) == method]
+            candidates = ([s for s in mine if s.get("http")] if method == "ip_transparency" else []) \
+                + [s for s in mine if s["protocol"] == "udp"] + mine
+            chosen.append(candidates[0])
+    base, count = int(base_port), int(count)
+    return [{"service": s, "kind": "http" if s.get("http") else "dns",
+             "ports": list(range(base + PORTS_PER_SERVICE * rank, base + PORTS_PER_SERVICE * rank + count))}
+            for rank, s in enumerate(chosen)]
 
 
 def trace(config, probes, captures):

@@ -81,3 +81,23 @@ def test_probe_lines_carry_the_service_and_its_method_when_known():
     service = {"name": "dns_udp", "method": "dsr_origin_nat", "port": 53, "protocol": "udp", "upstream_port": 53}
     probes = trace.parse_probes(["40000 0 NOERROR"], "client", "192.168.99.1", service, "dns")
     assert (probes[0]["service"], probes[0]["method"]) == ("dns_udp", "dsr_origin_nat")
+
+
+def test_the_probe_plan_probes_one_service_of_each_method_each_from_its_own_ports():
+    from .troubleshoot_fakes import mixed_config
+    cfg = mixed_config("dsr_router_nat")
+    cfg["services"].insert(1, dict(cfg["services"][1], name="dns_tcp", protocol="tcp", method="ip_transparency"))
+    plan = trace.probe_plan(cfg, "", 40000, 2)
+    assert [(p["service"]["name"], p["kind"], p["ports"]) for p in plan] == [
+        ("http", "http", [40000, 40001]), ("dns_udp", "dns", [40016, 40017])]
+    assert [p["service"]["name"] for p in trace.probe_plan(cfg, "dns_tcp", 40000, 1)] == ["dns_tcp"]
+    assert trace.probe_plan(cfg, "nothing", 40000, 1) == []
+
+
+def test_the_probe_plan_of_a_single_method_proxy_is_the_service_probed_before():
+    # IP Transparency: the first HTTP service; DSR: the first UDP one
+    assert [p["service"]["name"] for p in trace.probe_plan(config(), "", 40000, 4)] == ["http"]
+    assert [(p["service"]["name"], p["kind"]) for p in trace.probe_plan(config("dsr_origin_nat"), "", 40000, 4)] == [("dns_udp", "dns")]
+    cfg = config()
+    cfg["services"] = cfg["services"][1:]
+    assert [p["service"]["name"] for p in trace.probe_plan(cfg, "", 40000, 4)] == ["dns_udp"]
