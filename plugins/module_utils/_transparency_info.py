@@ -94,10 +94,17 @@ def rules(ipr):
         if r.family != 4:
             continue
         proto = attr(msg, "FRA_IP_PROTO")
-        found.append({"line": r.render(), "priority": r.priority, "fwmark": r.fwmark, "fwmask": r.fwmask, "table": r.table,
+        proto = None if proto is None else IP_PROTOCOL_NAMES.get(int(proto), str(proto))
+        sport = _port_range(attr(msg, "FRA_SPORT_RANGE"))
+        line = r.render()
+        # the foreign selectors' names, with their values as ``ip rule`` shows them
+        if proto is not None:
+            line = re.sub(r"(?<= )ip_proto(?= )", "ipproto %s" % proto, line, count=1)
+        if sport is not None:
+            line = re.sub(r"(?<= )sport_range(?= )", "sport %s" % ("%d" % sport[0] if sport[0] == sport[1] else "%d-%d" % tuple(sport)), line, count=1)
+        found.append({"line": line, "priority": r.priority, "fwmark": r.fwmark, "fwmask": r.fwmask, "table": r.table,
                       "action": r.action, "selectors": bool(r.src or r.dst or r.iif or r.oif or r.foreign),
-                      "ipproto": None if proto is None else IP_PROTOCOL_NAMES.get(int(proto), str(proto)),
-                      "sport": _port_range(attr(msg, "FRA_SPORT_RANGE"))})
+                      "ipproto": proto, "sport": sport})
     return found
 
 
