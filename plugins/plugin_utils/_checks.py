@@ -254,11 +254,12 @@ def _route_lines(facts, table):
 
 
 def check_policy_routing(results, host, config, facts):
-    """IP Transparency's policy routing, for its services (``config["services"]`` holds them); ``others``: the
-    services of other methods on the proxy, whose replies must not be marked (they are no reply to nginx)."""
+    """IP Transparency's policy routing, for its services; ``others``: the DSR router NAT services of the proxy, whose
+    replies pass through it and must not be marked (they are no reply to nginx: the marking would deliver them to it).
+    Origin NAT replies never reach the proxy: whether they would be marked does not matter."""
     fwmark, table = int(config["fwmark"]), int(config["route_table"])
     mine = services_by(config, "ip_transparency")
-    others = [s for s in config["services"] if s not in mine]
+    others = services_by(config, "dsr_router_nat")
     rules = [r for r in facts.get("rules", []) if r["fwmark"] == fwmark and r["action"] == "lookup" and not r["selectors"]
              and (r["fwmask"] in (None, 0xFFFFFFFF))]
     good = [r for r in rules if r["table"] == table and r["priority"] < MAIN_RULE_PRIORITY]
@@ -287,8 +288,8 @@ def check_policy_routing(results, host, config, facts):
             marked.append("%s (%s, %s sport %d)" % (service["name"], method_of(config, service), service["protocol"], service["upstream_port"]))
     if marked:
         results.add(host, "reply_marking", "error",
-                    "replies of services not by IP Transparency are marked %#x: the fwmark rule delivers them to nginx, which "
-                    "has no socket for them (DSR replies bypass nginx): %s" % (fwmark, "; ".join(marked)),
+                    "replies of router NAT services are marked %#x: the fwmark rule delivers them to nginx, which has no "
+                    "socket for them (DSR replies bypass nginx) instead of forwarding them: %s" % (fwmark, "; ".join(marked)),
                     ["nft: %s" % line.strip() for line in facts.get("nft_ruleset", []) if "mark" in line],
                     "Re-run the playbooks: the marking of table inet netops_transparent_proxy must select the IP Transparency "
                     "services' replies only.")

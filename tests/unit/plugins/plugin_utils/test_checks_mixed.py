@@ -61,6 +61,12 @@ def test_router_nat_mix_names_a_dsr_service_whose_replies_are_marked_for_nginx()
     assert marking["severity"] == "error" and "dns_udp" in marking["problem"] and "dsr_router_nat" in marking["problem"]
 
 
+def test_origin_nat_replies_never_reach_the_proxy_so_their_marking_does_not_matter():
+    hosts = mixed_lab("dsr_origin_nat")
+    hosts["proxy"]["facts"]["nft_ruleset"] = lab()["proxy"]["facts"]["nft_ruleset"]
+    assert problems(checks.diagnose(mixed_config("dsr_origin_nat"), hosts, PINGS)) == []
+
+
 def test_router_nat_mix_without_the_rewrite_names_the_dsr_service():
     hosts = mixed_lab("dsr_router_nat")
     hosts["proxy"]["facts"]["nat"]["eth0"]["nftables"] = []
