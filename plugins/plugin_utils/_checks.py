@@ -173,7 +173,8 @@ def check_nginx(results, host, config, facts):
     if nginx.get("rc") != 0:
         results.add(host, "nginx_config", "error", "nginx -T fails: the configuration is invalid or nginx is not installed",
                     nginx.get("test") or ["rc %s" % nginx.get("rc")],
-                    "Run `nginx -t` on %s and correct the reported line, or apply the playbook of the method%s." % (host, "s" if len(methods_of(config)) > 1 else ""))
+                    "Run `nginx -t` on %s and correct the reported line, or apply the playbook of the method%s."
+                    % (host, "s" if len(methods_of(config)) > 1 else ""))
         return
     results.ok(host, "nginx_config", "nginx -T reads the configuration")
     parsed = parse_nginx(nginx.get("config"))

@@ -31,8 +31,8 @@ def report(config, findings, traces=None):
     lines = ["Troubleshooting report: %s %s, VIP %s, client %s" % (
         "methods" if len(methods) > 1 else "method", ", ".join(methods), config["public_address"], config["client_address"])]
     if config.get("services"):
-        lines.append("Services: %s" % "; ".join("%s (%s/%d): %s" % (s["name"], s["protocol"], s["port"], method_of(config, s))
-                                                 for s in config["services"]))
+        each = ["%s (%s/%d): %s" % (s["name"], s["protocol"], s["port"], method_of(config, s)) for s in config["services"]]
+        lines.append("Services: %s" % "; ".join(each))
     lines.append("")
     for finding in problems:
         lines.append("%-7s %s: %s [%s]" % (finding["severity"].upper(), finding["host"], finding["problem"], finding["check"]))

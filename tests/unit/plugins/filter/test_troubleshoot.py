@@ -12,7 +12,8 @@ from ..plugin_utils.troubleshoot_fakes import HEALTHY, UPSTREAMS, config, lab, m
 def test_every_filter_is_exported():
     assert sorted(f.FilterModule().filters()) == [
         "troubleshoot_diagnose", "troubleshoot_first_host", "troubleshoot_method", "troubleshoot_ping_plan",
-        "troubleshoot_probe_plan", "troubleshoot_probes", "troubleshoot_report", "troubleshoot_service_methods", "troubleshoot_trace", "troubleshoot_upstream_address"]
+        "troubleshoot_probe_plan", "troubleshoot_probes", "troubleshoot_report", "troubleshoot_service_methods", "troubleshoot_trace",
+        "troubleshoot_upstream_address"]
 
 
 def test_the_role_pipeline_from_facts_to_report():

@@ -7,7 +7,7 @@ import pytest
 from ansible_collections.netops.ip_transparency.plugins.module_utils._common import ValidationError
 from ansible_collections.netops.ip_transparency.plugins.plugin_utils import _checks as checks
 
-from .troubleshoot_fakes import CLIENT, NGINX_CONF, REPLY_TABLE, ROUTER, UPSTREAMS, VIP, config, lab, mixed_config, mixed_lab, mixed_nginx_conf, problems
+from .troubleshoot_fakes import CLIENT, NGINX_CONF, REPLY_TABLE, ROUTER, UPSTREAMS, config, lab, mixed_config, mixed_lab, mixed_nginx_conf, problems
 
 PINGS = [{"host": "proxy", "target": u, "ok": True, "summary": "1 received"} for u in UPSTREAMS]
 
