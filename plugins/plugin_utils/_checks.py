@@ -305,6 +305,53 @@ def check_policy_routing(results, host, config, facts):
         results.ok(host, "reply_marking", "replies of every service are marked %#x%s" % (fwmark, _for(config, mine)))
 
 
+def _forward_chains(ruleset):
+    """The chains of ``nft list ruleset`` hooked at forward: [(name, policy, rule lines)]."""
+    chains, current = [], None
+    for line in ruleset:
+        text = line.strip()
+        match = re.match(r"chain (\S+) \{", text)
+        if match:
+            current = [match.group(1), "accept", [], False]
+            chains.append(current)
+        elif current is not None and text == "}":
+            current = None
+        elif current is not None and text.startswith("type "):
+            current[3] = "hook forward" in text
+            policy = re.search(r"\bpolicy (\w+)", text)
+            current[1] = policy.group(1) if policy else "accept"
+        elif current is not None and text:
+            current[2].append(text)
+    return [(name, policy, rules) for name, policy, rules, forward in chains if forward]
+
+
+def check_forward_filter(results, host, config, facts, public_if):
+    """Router NAT forwards the upstreams' replies out of the public interface: a forward filter (the role's, or any
+    other) must let each router NAT service's replies through before it drops traffic towards that interface."""
+    services = services_by(config, "dsr_router_nat")
+    out = re.compile(r'\boifname (\{ )?"?%s"?(?=[\s,}]|$)' % re.escape(public_if)) if public_if else None
+    blocked, evidence = [], []
+    for name, policy, rules in _forward_chains(facts.get("nft_ruleset", [])):
+        drops = [i for i, rule in enumerate(rules) if re.search(r"\bdrop\b", rule) and "sport" not in rule and "ct state" not in rule
+                 and ((out is not None and out.search(rule)) or "oifname" not in rule and "iifname" not in rule)]
+        end = drops[0] if drops else (len(rules) if policy == "drop" else None)
+        if end is None:
+            continue
+        for service in services:
+            selects = re.compile(r"\b%s sport %d\b.*\baccept\b" % (service["protocol"], service["upstream_port"]))
+            if not any(selects.search(rule) for rule in rules[:end]):
+                blocked.append("%s (%s sport %d) in chain %s" % (service["name"], service["protocol"], service["upstream_port"], name))
+        evidence += ["nft: %s" % rule for rule in rules] + (["nft: chain %s policy drop" % name] if policy == "drop" else [])
+    if blocked:
+        results.add(host, "forward_filter", "error",
+                    "the forward filter drops the router NAT replies of %s before they leave by %s: the clients never get them"
+                    % ("; ".join(blocked), public_if), evidence,
+                    "Re-run the playbooks (nginx_transparent_proxy_forward_filter accepts each router NAT service's replies), or "
+                    "accept `iifname <private> oifname %s ip saddr <upstreams> <protocol> sport <port>` before the drop." % public_if)
+    else:
+        results.ok(host, "forward_filter", "no forward filter drops the router NAT replies of %s" % _names(services))
+
+
 def _nat_rules(facts, device):
     entry = facts.get("nat", {}).get(device, {})
     return [("tc", r) for r in entry.get("tc", [])] + [("nftables", r) for r in entry.get("nftables", [])]
@@ -489,6 +536,7 @@ def diagnose_proxy(results, host, config, facts, pings):
                         ["net.ipv4.udp_early_demux = %s" % demux], "sysctl -w net.ipv4.udp_early_demux=0 (the role sets and persists it)")
         else:
             results.ok(host, "udp_early_demux", "net.ipv4.udp_early_demux = 0")
+        check_forward_filter(results, host, config, facts, public_if)
         check_nat(results, host, dict(config, method="dsr_router_nat", services=router_nat), facts, public_if,
                   [_ip(u) for u in sorted(set(u for s in router_nat for u in s["upstreams"]))], "router_nat")
     arrivals = [(public_if, config["client_address"], "client requests")] if public_if else []

@@ -201,3 +201,45 @@ def test_an_inventory_method_other_than_the_deployed_one_is_a_warning_naming_the
 def test_an_unknown_method_in_the_inventory_is_refused_naming_the_service():
     with pytest.raises(ValidationError, match="dns_udp.*dsr_magic"):
         checks.service_methods(_services(method="dsr_magic"), {}, default="ip_transparency")
+
+
+FORWARD_RULESET = """table inet netops_transparent_proxy {
+	chain prerouting {
+		type filter hook prerouting priority mangle; policy accept;
+		iifname "eth1" ip saddr { 172.16.0.11, 172.16.0.12 } tcp sport 80 meta mark set 0x00000001 comment "http"
+	}
+
+	chain forward {
+		type filter hook forward priority filter; policy accept;
+		iifname "eth1" oifname "eth0" ip saddr { 172.16.0.11, 172.16.0.12 } udp sport 53 accept comment "dns_udp"
+		iifname "eth0" oifname "eth1" drop
+		iifname "eth1" oifname "eth0" drop
+	}
+}""".splitlines()
+
+
+def test_router_nat_mix_forward_filter_lets_the_dsr_replies_through():
+    hosts = mixed_lab("dsr_router_nat")
+    hosts["proxy"]["facts"]["nft_ruleset"] = list(FORWARD_RULESET)
+    findings = checks.diagnose(mixed_config("dsr_router_nat"), hosts, PINGS)
+    assert problems(findings) == []
+    assert ("proxy", "forward_filter", "ok") in {(f["host"], f["check"], f["severity"]) for f in findings}
+
+
+def test_a_forward_filter_dropping_a_router_nat_services_replies_is_an_error_naming_it():
+    hosts = mixed_lab("dsr_router_nat")
+    hosts["proxy"]["facts"]["nft_ruleset"] = [line for line in FORWARD_RULESET if "udp sport 53 accept" not in line]
+    findings = checks.diagnose(mixed_config("dsr_router_nat"), hosts, PINGS)
+    assert problems(findings) == [("proxy", "forward_filter")]
+    found = _found(findings, "proxy", "forward_filter")[0]
+    assert found["severity"] == "error" and "dns_udp" in found["problem"] and "udp sport 53" in found["problem"]
+    assert 'nft: iifname "eth1" oifname "eth0" drop' in found["evidence"]
+
+
+def test_a_forward_chain_with_policy_drop_needs_the_accept_too():
+    hosts = mixed_lab("dsr_router_nat")
+    ruleset = [line.replace("policy accept", "policy drop") for line in FORWARD_RULESET if "drop" not in line or "policy" in line]
+    hosts["proxy"]["facts"]["nft_ruleset"] = ruleset
+    assert problems(checks.diagnose(mixed_config("dsr_router_nat"), hosts, PINGS)) == []
+    hosts["proxy"]["facts"]["nft_ruleset"] = [line for line in ruleset if "accept comment" not in line]
+    assert problems(checks.diagnose(mixed_config("dsr_router_nat"), hosts, PINGS)) == [("proxy", "forward_filter")]
