@@ -204,17 +204,17 @@ def test_an_unknown_method_in_the_inventory_is_refused_naming_the_service():
 
 
 FORWARD_RULESET = """table inet netops_transparent_proxy {
-	chain prerouting {
-		type filter hook prerouting priority mangle; policy accept;
-		iifname "eth1" ip saddr { 172.16.0.11, 172.16.0.12 } tcp sport 80 meta mark set 0x00000001 comment "http"
-	}
+    chain prerouting {
+        type filter hook prerouting priority mangle; policy accept;
+        iifname "eth1" ip saddr { 172.16.0.11, 172.16.0.12 } tcp sport 80 meta mark set 0x00000001 comment "http"
+    }
 
-	chain forward {
-		type filter hook forward priority filter; policy accept;
-		iifname "eth1" oifname "eth0" ip saddr { 172.16.0.11, 172.16.0.12 } udp sport 53 accept comment "dns_udp"
-		iifname "eth0" oifname "eth1" drop
-		iifname "eth1" oifname "eth0" drop
-	}
+    chain forward {
+        type filter hook forward priority filter; policy accept;
+        iifname "eth1" oifname "eth0" ip saddr { 172.16.0.11, 172.16.0.12 } udp sport 53 accept comment "dns_udp"
+        iifname "eth0" oifname "eth1" drop
+        iifname "eth1" oifname "eth0" drop
+    }
 }""".splitlines()
 
 
