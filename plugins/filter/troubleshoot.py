@@ -12,6 +12,9 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import ValidationError
 from ansible_collections.netops.ip_transparency.plugins.plugin_utils import _checks as checks
 from ansible_collections.netops.ip_transparency.plugins.plugin_utils import _nginx_conf as nginx_conf
 from ansible_collections.netops.ip_transparency.plugins.plugin_utils import _report as report
@@ -28,6 +31,17 @@ def troubleshoot_ping_plan(config, hosts):
 
 def troubleshoot_method(facts):
     return nginx_conf.detect_method(facts) or ""
+
+
+def troubleshoot_service_methods(services, facts, forced="", default="", keep_all=False):
+    try:
+        return checks.service_methods(services, facts or {}, forced or "", default or "", bool(keep_all))
+    except ValidationError as exc:
+        raise AnsibleFilterError(str(exc))
+
+
+def troubleshoot_probe_plan(config, name, base_port, count):
+    return trace.probe_plan(config, name or "", base_port, count)
 
 
 def troubleshoot_trace(config, probes, captures):
@@ -56,9 +70,11 @@ class FilterModule(object):
             "troubleshoot_diagnose": troubleshoot_diagnose,
             "troubleshoot_ping_plan": troubleshoot_ping_plan,
             "troubleshoot_method": troubleshoot_method,
+            "troubleshoot_service_methods": troubleshoot_service_methods,
             "troubleshoot_trace": troubleshoot_trace,
             "troubleshoot_report": troubleshoot_report,
             "troubleshoot_first_host": troubleshoot_first_host,
             "troubleshoot_upstream_address": troubleshoot_upstream_address,
             "troubleshoot_probes": troubleshoot_probes,
+            "troubleshoot_probe_plan": troubleshoot_probe_plan,
         }

@@ -71,11 +71,41 @@ def links(ipr):
     return result
 
 
+IP_PROTOCOL_NAMES = {6: "tcp", 17: "udp"}
+
+
+def _port_range(value):
+    """FRA_SPORT_RANGE / FRA_DPORT_RANGE as [start, end] (pyroute2 gives 'start:end'; a mapping is taken too), or None."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return [int(value["start"]), int(value["end"])]
+    start, _sep, end = str(value).partition(":")
+    return [int(start), int(end or start)]
+
+
 def rules(ipr):
-    """The IPv4 policy routing rules, in priority order, as data and as ``ip rule`` lines."""
-    return [{"line": r.render(), "priority": r.priority, "fwmark": r.fwmark, "fwmask": r.fwmask, "table": r.table,
-             "action": r.action, "selectors": bool(r.src or r.dst or r.iif or r.oif or r.foreign)}
-            for r in ip_rule.read_rules(ipr, 4)]
+    """The IPv4 policy routing rules, in priority order, as data and as ``ip rule`` lines. ``ipproto`` and ``sport``
+    (the selectors of a rule routing a service's replies by source port; ``ip rule ... ipproto tcp sport 80``) are
+    read from the messages themselves: the rule model keeps them only as foreign selectors."""
+    found = []
+    for msg in ipr.get_rules(family=AF_INET):
+        r = ip_rule.from_netlink(msg)
+        if r.family != 4:
+            continue
+        proto = attr(msg, "FRA_IP_PROTO")
+        proto = None if proto is None else IP_PROTOCOL_NAMES.get(int(proto), str(proto))
+        sport = _port_range(attr(msg, "FRA_SPORT_RANGE"))
+        line = r.render()
+        # the foreign selectors' names, with their values as ``ip rule`` shows them
+        if proto is not None:
+            line = re.sub(r"(?<= )ip_proto(?= )", "ipproto %s" % proto, line, count=1)
+        if sport is not None:
+            line = re.sub(r"(?<= )sport_range(?= )", "sport %s" % ("%d" % sport[0] if sport[0] == sport[1] else "%d-%d" % tuple(sport)), line, count=1)
+        found.append({"line": line, "priority": r.priority, "fwmark": r.fwmark, "fwmask": r.fwmask, "table": r.table,
+                      "action": r.action, "selectors": bool(r.src or r.dst or r.iif or r.oif or r.foreign),
+                      "ipproto": proto, "sport": sport})
+    return found
 
 
 def _route_dict(route):

@@ -67,7 +67,10 @@ transparency:
       type: list
       elements: dict
     rules:
-      description: IPv4 policy routing rules (line, priority, fwmark, fwmask, table, action).
+      description:
+        - IPv4 policy routing rules (line, priority, fwmark, fwmask, table, action, selectors).
+        - C(ipproto) (C(tcp), C(udp) or the protocol number) and C(sport) (C([start, end])) of a rule selecting by
+          protocol and source port, else null.
       type: list
       elements: dict
     routes:

@@ -12,6 +12,13 @@ run them, the upstreams' route back to the clients, effective reverse-path filte
 real routes, overlapping networks, reachability (ping). Each result is
 ``{host, check, severity (ok|warning|error), problem, evidence, fix}``. ``ping_plan`` and
 ``first_host`` prepare the role's inputs. Imports _nginx_conf; nothing imports back.
+
+One proxy may serve each service by its own method (``service["method"]``, settled by
+``service_methods``; a service without one takes ``config["method"]``): each method's checks run for
+its own services only - the fwmark marking for the IP Transparency ones, forwarding and the router NAT
+for the DSR router NAT ones, the origin NAT on the upstreams for the DSR origin NAT ones - and, when
+origin NAT is mixed with a method whose replies go back via the proxy, the upstreams' rules that route
+only those services' replies (by protocol and source port) to a table whose default route is the proxy.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -21,11 +28,13 @@ __metaclass__ = type
 import re
 
 from ansible_collections.netops.ip_transparency.plugins.module_utils._common import ValidationError, parse_address, parse_prefix
-from ansible_collections.netops.ip_transparency.plugins.plugin_utils._nginx_conf import dump_directive, find_servers, parse_nginx
+from ansible_collections.netops.ip_transparency.plugins.plugin_utils._nginx_conf import METHODS, detect_method, dump_directive, find_servers
+from ansible_collections.netops.ip_transparency.plugins.plugin_utils._nginx_conf import parse_nginx, server_method
 
 STRICT, LOOSE, OFF = "strict", "loose", "off"
 MAIN_RULE_PRIORITY = 32766
 NFT_EGRESS_KERNEL = (5, 16)  # the netdev egress hook of the nftables NAT backend
+IP_PROTOCOLS = {"6": "tcp", "17": "udp"}
 
 
 # --- small helpers -------------------------------------------------------------------------------
@@ -66,18 +75,112 @@ class Results(object):
         self.add(host, check, "ok", what)
 
 
+# --- the method of each service -------------------------------------------------------------------
+
+
+def method_of(config, service):
+    """The method a service is checked for: its own, else the proxy's."""
+    return service.get("method") or config["method"]
+
+
+def methods_of(config):
+    """The methods of the services, in the order of METHODS (the proxy's method when no service has one)."""
+    found = set(method_of(config, s) for s in config["services"])
+    return [m for m in METHODS if m in found] or [config["method"]]
+
+
+def services_by(config, *methods):
+    return [s for s in config["services"] if method_of(config, s) in methods]
+
+
+def _names(services):
+    return ", ".join(s["name"] for s in services)
+
+
+def _for(config, services):
+    """' (for <services>)' when the proxy mixes methods: a proxy-wide finding names the services it concerns."""
+    return " (for %s)" % _names(services) if len(methods_of(config)) > 1 else ""
+
+
+def service_methods(services, facts, forced="", default="", keep_all=False):
+    """Each service with the method it is checked for (``method``) and where that came from (``method_from``):
+    ``forced`` (troubleshoot_method), else what the proxy's nginx files deploy (the service's server block's
+    ``# Service <name>: method <m>.``, else the header's single ``# Method: <m>.``), else the service's own
+    ``method`` in the inventory, else ``default`` (nginx_transparent_proxy_method), else ip_transparency.
+    ``inventory_method`` and ``deployed_method`` keep both sides ('' when unknown). DSR carries UDP only: a DSR
+    service that is TCP or HTTP is left out, unless ``keep_all`` (troubleshoot_services given)."""
+    for value, what in [(forced, "troubleshoot_method"), (default, "nginx_transparent_proxy_method")] + [
+            (s.get("method"), "the method of service %s" % s.get("name")) for s in services]:
+        if value and value not in METHODS:
+            raise ValidationError("%s is %r: it must be one of %s" % (what, value, ", ".join(METHODS)))
+    parsed = parse_nginx((facts.get("nginx") or {}).get("config"))
+    header = detect_method(facts)
+    result = []
+    for service in services:
+        marks = [server_method(server) for _f, server in find_servers(parsed, service)]
+        marks = [m for m in marks if m and m[0] == service["name"]] or [m for m in marks if m]
+        deployed = marks[0][1] if marks else header
+        wanted = service.get("method") or ""
+        if forced:
+            method, source = forced, "troubleshoot_method"
+        elif deployed:
+            method, source = deployed, "nginx"
+        else:
+            method, source = wanted or default or "ip_transparency", "inventory"
+        if keep_all or method == "ip_transparency" or (service.get("protocol") == "udp" and not service.get("http")):
+            result.append(dict(service, method=method, method_from=source, inventory_method=wanted, deployed_method=deployed or ""))
+    return result
+
+
+def check_service_methods(results, host, config):
+    """The services' methods: an inventory method other than the deployed one (warning); in a mix, two services of
+    different methods whose replies cannot be told apart (same protocol and upstream port on an upstream)."""
+    for service in config["services"]:
+        wanted, deployed = service.get("inventory_method"), service.get("deployed_method")
+        if wanted and deployed and wanted != deployed and service.get("method_from") == "nginx":
+            results.add(host, "service_methods", "warning",
+                        "service %s: the inventory asks for %s, the nginx files on %s deploy %s (checked as deployed)"
+                        % (service["name"], wanted, host, deployed),
+                        ["nginx_transparent_proxy_services: %s method %s" % (service["name"], wanted),
+                         "nginx -T: # Service %s: method %s." % (service["name"], deployed)],
+                        "Apply the playbooks again to deploy %s for %s (or correct the service's method in the inventory)."
+                        % (wanted, service["name"]))
+    if len(methods_of(config)) < 2:
+        return
+    clashes = []
+    services = config["services"]
+    for index, one in enumerate(services):
+        for other in services[index + 1:]:
+            shared = sorted(set(one["upstreams"]) & set(other["upstreams"]))
+            if (one["protocol"], one["upstream_port"]) == (other["protocol"], other["upstream_port"]) and shared \
+                    and method_of(config, one) != method_of(config, other):
+                clashes.append((one, other, shared))
+    for one, other, shared in clashes:
+        results.add(host, "service_methods", "error",
+                    "services %s (%s) and %s (%s) both reach %s on %s %d: their replies cannot be told apart (the marking, the NAT "
+                    "and the upstreams' source port rules select replies by protocol and source port)"
+                    % (one["name"], method_of(config, one), other["name"], method_of(config, other), ", ".join(shared),
+                       one["protocol"], one["upstream_port"]),
+                    ["%s: %s %s %d -> %s" % (s["name"], method_of(config, s), s["protocol"], s["upstream_port"], ", ".join(s["upstreams"]))
+                     for s in (one, other)],
+                    "Give one of them another upstream port (upstream_port) or other upstreams, or the same method.")
+    if not clashes:
+        results.ok(host, "service_methods", ", ".join("%s: %s" % (s["name"], method_of(config, s)) for s in services))
+
+
 def check_nginx(results, host, config, facts):
     nginx = facts.get("nginx") or {}
-    method = config["method"]
     if nginx.get("rc") != 0:
         results.add(host, "nginx_config", "error", "nginx -T fails: the configuration is invalid or nginx is not installed",
                     nginx.get("test") or ["rc %s" % nginx.get("rc")],
-                    "Run `nginx -t` on %s and correct the reported line, or apply the playbook of the method." % host)
+                    "Run `nginx -t` on %s and correct the reported line, or apply the playbook of the method%s."
+                    % (host, "s" if len(methods_of(config)) > 1 else ""))
         return
     results.ok(host, "nginx_config", "nginx -T reads the configuration")
     parsed = parse_nginx(nginx.get("config"))
     users = [d for _f, root in parsed for d in root.directives("user")]
     for service in config["services"]:
+        method = method_of(config, service)
         label = "%s (%s/%d)" % (service["name"], service["protocol"], service["port"])
         servers = find_servers(parsed, service)
         if not servers:
@@ -152,7 +255,12 @@ def _route_lines(facts, table):
 
 
 def check_policy_routing(results, host, config, facts):
+    """IP Transparency's policy routing, for its services; ``others``: the DSR router NAT services of the proxy, whose
+    replies pass through it and must not be marked (they are no reply to nginx: the marking would deliver them to it).
+    Origin NAT replies never reach the proxy: whether they would be marked does not matter."""
     fwmark, table = int(config["fwmark"]), int(config["route_table"])
+    mine = services_by(config, "ip_transparency")
+    others = services_by(config, "dsr_router_nat")
     rules = [r for r in facts.get("rules", []) if r["fwmark"] == fwmark and r["action"] == "lookup" and not r["selectors"]
              and (r["fwmask"] in (None, 0xFFFFFFFF))]
     good = [r for r in rules if r["table"] == table and r["priority"] < MAIN_RULE_PRIORITY]
@@ -161,7 +269,7 @@ def check_policy_routing(results, host, config, facts):
     else:
         results.add(host, "fwmark_rule", "error",
                     "no policy routing rule sends the marked replies (fwmark %#x) to table %d: the upstreams' replies are "
-                    "routed (or dropped) instead of delivered to nginx" % (fwmark, table), _rule_lines(facts),
+                    "routed (or dropped) instead of delivered to nginx%s" % (fwmark, table, _for(config, mine)), _rule_lines(facts),
                     "ip rule add priority %s fwmark %d lookup %d (re-run the ip_transparency playbook, which also persists it)"
                     % (config["rule_priority"], fwmark, table))
     local = [r for r in facts.get("routes", {}).get(str(table), []) if r["type"] == "local" and r["dest"] == "0.0.0.0/0" and r["device"] == "lo"]
@@ -169,14 +277,23 @@ def check_policy_routing(results, host, config, facts):
         results.ok(host, "local_route", local[0]["line"])
     else:
         results.add(host, "local_route", "error",
-                    "table %d has no `local 0.0.0.0/0 dev lo`: marked replies are not delivered locally to nginx" % table,
+                    "table %d has no `local 0.0.0.0/0 dev lo`: marked replies are not delivered locally to nginx%s" % (table, _for(config, mine)),
                     _route_lines(facts, table), "ip route add local 0.0.0.0/0 dev lo table %d (re-run the playbook)" % table)
-    missing = []
-    for service in config["services"]:
+    missing, marked = [], []
+    for service in mine + others:
         pattern = re.compile(r"\b%s sport %d\b.*\bmark set (0x[0-9a-f]+|\d+)" % (service["protocol"], service["upstream_port"]))
         marks = [int(m.group(1), 0) for m in (pattern.search(line) for line in facts.get("nft_ruleset", [])) if m]
-        if fwmark not in marks:
+        if service in mine and fwmark not in marks:
             missing.append("%s %s sport %d" % (service["name"], service["protocol"], service["upstream_port"]))
+        elif service in others and fwmark in marks:
+            marked.append("%s (%s, %s sport %d)" % (service["name"], method_of(config, service), service["protocol"], service["upstream_port"]))
+    if marked:
+        results.add(host, "reply_marking", "error",
+                    "replies of router NAT services are marked %#x: the fwmark rule delivers them to nginx, which has no "
+                    "socket for them (DSR replies bypass nginx) instead of forwarding them: %s" % (fwmark, "; ".join(marked)),
+                    ["nft: %s" % line.strip() for line in facts.get("nft_ruleset", []) if "mark" in line],
+                    "Re-run the playbooks: the marking of table inet netops_transparent_proxy must select the IP Transparency "
+                    "services' replies only.")
     if missing:
         results.add(host, "reply_marking", "error",
                     "the upstreams' replies are not marked with %#x for: %s" % (fwmark, ", ".join(missing)),
@@ -185,7 +302,54 @@ def check_policy_routing(results, host, config, facts):
                     "Re-run the ip_transparency playbook (it loads table inet netops_transparent_proxy), or add "
                     "`meta mark set %d` for replies from the upstreams' service ports on the private interface." % fwmark)
     else:
-        results.ok(host, "reply_marking", "replies of every service are marked %#x" % fwmark)
+        results.ok(host, "reply_marking", "replies of every service are marked %#x%s" % (fwmark, _for(config, mine)))
+
+
+def _forward_chains(ruleset):
+    """The chains of ``nft list ruleset`` hooked at forward: [(name, policy, rule lines)]."""
+    chains, current = [], None
+    for line in ruleset:
+        text = line.strip()
+        match = re.match(r"chain (\S+) \{", text)
+        if match:
+            current = [match.group(1), "accept", [], False]
+            chains.append(current)
+        elif current is not None and text == "}":
+            current = None
+        elif current is not None and text.startswith("type "):
+            current[3] = "hook forward" in text
+            policy = re.search(r"\bpolicy (\w+)", text)
+            current[1] = policy.group(1) if policy else "accept"
+        elif current is not None and text:
+            current[2].append(text)
+    return [(name, policy, rules) for name, policy, rules, forward in chains if forward]
+
+
+def check_forward_filter(results, host, config, facts, public_if):
+    """Router NAT forwards the upstreams' replies out of the public interface: a forward filter (the role's, or any
+    other) must let each router NAT service's replies through before it drops traffic towards that interface."""
+    services = services_by(config, "dsr_router_nat")
+    out = re.compile(r'\boifname (\{ )?"?%s"?(?=[\s,}]|$)' % re.escape(public_if)) if public_if else None
+    blocked, evidence = [], []
+    for name, policy, rules in _forward_chains(facts.get("nft_ruleset", [])):
+        drops = [i for i, rule in enumerate(rules) if re.search(r"\bdrop\b", rule) and "sport" not in rule and "ct state" not in rule
+                 and ((out is not None and out.search(rule)) or "oifname" not in rule and "iifname" not in rule)]
+        end = drops[0] if drops else (len(rules) if policy == "drop" else None)
+        if end is None:
+            continue
+        for service in services:
+            selects = re.compile(r"\b%s sport %d\b.*\baccept\b" % (service["protocol"], service["upstream_port"]))
+            if not any(selects.search(rule) for rule in rules[:end]):
+                blocked.append("%s (%s sport %d) in chain %s" % (service["name"], service["protocol"], service["upstream_port"], name))
+        evidence += ["nft: %s" % rule for rule in rules] + (["nft: chain %s policy drop" % name] if policy == "drop" else [])
+    if blocked:
+        results.add(host, "forward_filter", "error",
+                    "the forward filter drops the router NAT replies of %s before they leave by %s: the clients never get them"
+                    % ("; ".join(blocked), public_if), evidence,
+                    "Re-run the playbooks (nginx_transparent_proxy_forward_filter accepts each router NAT service's replies), or "
+                    "accept `iifname <private> oifname %s ip saddr <upstreams> <protocol> sport <port>` before the drop." % public_if)
+    else:
+        results.ok(host, "forward_filter", "no forward filter drops the router NAT replies of %s" % _names(services))
 
 
 def _nat_rules(facts, device):
@@ -213,7 +377,7 @@ def _nat_covers(rules, source, sport, nat_to):
 def check_nat(results, host, config, facts, device, sources, where):
     vip = _ip(config["public_address"])
     rules = _nat_rules(facts, device) if device else []
-    missing = ["%s udp sport %d -> %s" % (source, service["upstream_port"], vip)
+    missing = ["%s: %s udp sport %d -> %s" % (service["name"], source, service["upstream_port"], vip)
                for service in config["services"] if service["protocol"] == "udp"
                for source in sources if not _nat_covers(rules, source, service["upstream_port"], vip)]
     evidence = ["%s on %s: %s %s sport %s -> %s" % (backend, device, r["src"], r["protocol"], r["sport"], r["nat_to"]) for backend, r in rules] \
@@ -337,7 +501,7 @@ def check_health(results, host, facts):
 
 
 def diagnose_proxy(results, host, config, facts, pings):
-    method = config["method"]
+    router_nat = services_by(config, "dsr_router_nat")
     public_if = _holder(facts, config["public_address"]) if any(a["address"] == config["public_address"] for a in facts.get("addresses", [])) else None
     upstreams = sorted(set(u for s in config["services"] for u in s["upstreams"]))
     private = sorted(set(filter(None, (_holder(facts, u) for u in upstreams))))
@@ -351,19 +515,20 @@ def diagnose_proxy(results, host, config, facts, pings):
     if unconnected or not private:
         results.add(host, "upstream_networks", "error", "upstreams not on a network directly connected to the proxy: %s" % ", ".join(unconnected),
                     ["addresses: %s" % ", ".join(addresses)], "The upstreams must sit on a private network of the proxy (they route via it).")
+    check_service_methods(results, host, config)
     check_nginx(results, host, config, facts)
     check_health(results, host, facts)
-    if method == "ip_transparency":
+    if services_by(config, "ip_transparency"):
         check_policy_routing(results, host, config, facts)
-    forwarding_needed = method == "dsr_router_nat" or config.get("upstream_egress")
+    forwarding_needed = router_nat or config.get("upstream_egress")
     forward = facts.get("sysctl", {}).get("ip_forward")
     if forwarding_needed and forward != "1":
         results.add(host, "forwarding", "error", "IPv4 forwarding is off: the proxy drops the upstreams' %s"
-                    % ("replies (router NAT forwards them)" if method == "dsr_router_nat" else "traffic to external servers"),
+                    % (("replies (router NAT forwards them)%s" % _for(config, router_nat)) if router_nat else "traffic to external servers"),
                     ["net.ipv4.ip_forward = %s" % forward], "sysctl -w net.ipv4.ip_forward=1 (re-run the playbook, which persists it)")
     elif forwarding_needed:
         results.ok(host, "forwarding", "net.ipv4.ip_forward = 1")
-    if method == "dsr_router_nat":
+    if router_nat:
         demux = facts.get("sysctl", {}).get("udp_early_demux")
         if demux != "0":
             results.add(host, "udp_early_demux", "warning",
@@ -371,9 +536,12 @@ def diagnose_proxy(results, host, config, facts, pings):
                         ["net.ipv4.udp_early_demux = %s" % demux], "sysctl -w net.ipv4.udp_early_demux=0 (the role sets and persists it)")
         else:
             results.ok(host, "udp_early_demux", "net.ipv4.udp_early_demux = 0")
-        check_nat(results, host, config, facts, public_if, [_ip(u) for u in upstreams], "router_nat")
+        check_forward_filter(results, host, config, facts, public_if)
+        check_nat(results, host, dict(config, method="dsr_router_nat", services=router_nat), facts, public_if,
+                  [_ip(u) for u in sorted(set(u for s in router_nat for u in s["upstreams"]))], "router_nat")
     arrivals = [(public_if, config["client_address"], "client requests")] if public_if else []
-    arrivals += [(_holder(facts, u), u, "replies from upstream %s" % u) for u in upstreams if _holder(facts, u) and method != "dsr_origin_nat"]
+    back = sorted(set(u for s in services_by(config, "ip_transparency", "dsr_router_nat") for u in s["upstreams"]))
+    arrivals += [(_holder(facts, u), u, "replies from upstream %s" % u) for u in back if _holder(facts, u)]
     check_rp_filter(results, host, facts, arrivals)
     client_side = [n for n in (_net(c) for c in config["client_networks"]) if n is not None]
     client_side += [n for i, n, _a in _connected(facts) if i == public_if]
@@ -387,8 +555,73 @@ def diagnose_proxy(results, host, config, facts, pings):
     check_ping(results, host, pings, dict((u, "upstream") for u in upstreams))
 
 
-def diagnose_upstream(results, host, config, facts, gateway, pings):
-    method = config["method"]
+def _rule_selects(rule, protocol, port):
+    """Whether a policy routing rule selects the packets of ``protocol`` from source port ``port`` (``ipproto`` and
+    ``sport`` as transparency_info returns them, else as its ``ip rule`` line shows them)."""
+    line = rule.get("line") or ""
+    proto = rule.get("ipproto")
+    if proto is None:
+        match = re.search(r"\bipproto (\S+)", line)
+        proto = match.group(1) if match else None
+    sport = rule.get("sport")
+    if sport is None:
+        match = re.search(r"\bsport (\d+(?:-\d+)?)", line)
+        sport = match.group(1) if match else None
+    if proto is None or sport is None:
+        return False
+    proto = IP_PROTOCOLS.get(str(proto), str(proto).lower())
+    if isinstance(sport, (list, tuple)):
+        low, high = int(sport[0]), int(sport[-1])
+    else:
+        low, _sep, high = str(sport).partition("-")
+        low, high = int(low), int(high or low)
+    return proto == protocol and low <= port <= high
+
+
+def _table_key(table):
+    return "main" if str(table) in ("254", "main") else str(table)
+
+
+def reply_route(facts, service, gateway):
+    """How an upstream routes the replies of one service by source port: (ok, problem, the rule line or None)."""
+    protocol, port = service["protocol"], service["upstream_port"]
+    rules = [r for r in facts.get("rules", []) if r.get("action") == "lookup" and r.get("fwmark") is None and _rule_selects(r, protocol, port)]
+    if not rules:
+        return False, "no rule `ipproto %s sport %d lookup <table>`" % (protocol, port), None
+    rule = rules[0]
+    if rule["priority"] >= MAIN_RULE_PRIORITY:
+        return False, "its rule `%s` comes after the main table's (priority %d)" % (rule["line"], MAIN_RULE_PRIORITY), rule
+    key = _table_key(rule["table"])
+    if key not in facts.get("routes", {}):
+        return False, "its rule `%s` looks up table %s, which was not read (upstream_default_route_table names the table read)" \
+            % (rule["line"], key), rule
+    defaults = [r for r in facts["routes"][key] if r.get("dest") in ("0.0.0.0/0", "default") and r.get("type", "unicast") == "unicast"]
+    if not any(r.get("gateway") == gateway for r in defaults):
+        return False, "its rule `%s` looks up table %s, whose default route does not go via %s" % (rule["line"], key, gateway), rule
+    return True, "`%s`, table %s: %s" % (rule["line"], key, [r["line"] for r in defaults if r.get("gateway") == gateway][0]), rule
+
+
+def check_reply_routes(results, host, config, facts, gateway, services, entry, route_back):
+    """The upstream's rules that send the replies of ``services`` (whose replies go back via the proxy) to a table
+    whose default route is the proxy, by protocol and source port, while the main table's route goes elsewhere."""
+    for service in services:
+        good, what, rule = reply_route(facts, service, gateway)
+        label = "service %s (%s, %s sport %d)" % (service["name"], method_of(config, service), service["protocol"], service["upstream_port"])
+        if good:
+            results.ok(host, "reply_route", "%s: %s" % (label, what))
+            continue
+        table = rule["table"] if rule else (entry.get("table") if str(entry.get("table") or "main") != "main" else "<table>")
+        results.add(host, "reply_route", "error",
+                    "%s: its replies follow the main table's route, not the proxy %s: %s - they never reach the proxy"
+                    % (label, gateway, what),
+                    _rule_lines(facts) + (_route_lines(facts, _table_key(rule["table"])) if rule else []) + [route_back],
+                    "ip rule add priority %s ipproto %s sport %d lookup %s; ip route replace default via %s table %s (re-run the "
+                    "playbooks: role upstream_default_route routes each such service's replies by source port, "
+                    "upstream_default_route_table names the table)"
+                    % (entry.get("rule_priority") or 1000, service["protocol"], service["upstream_port"], table, gateway, table))
+
+
+def diagnose_upstream(results, host, config, facts, gateway, pings, entry=None):
     upstreams = set(u for s in config["services"] for u in s["upstreams"])
     own = [a["address"] for a in facts.get("addresses", []) if a["address"] in upstreams]
     client = config["client_address"]
@@ -400,40 +633,44 @@ def diagnose_upstream(results, host, config, facts, gateway, pings):
                     "List this host's address in the services' upstreams, or remove it from the upstream group.")
         return
     address = own[0]
+    here = [s for s in config["services"] if address in s["upstreams"]]
+    direct = [s for s in here if method_of(config, s) == "dsr_origin_nat"]
+    back = [s for s in here if s not in direct]
     arrival = _holder(facts, address)
     via = route.get("gateway")
     found = ("via %s dev %s" % (via, route.get("device"))) if via else "dev %s (directly connected)" % route.get("device")
-    back = "ip route get %s: %s" % (client, route.get("error") or found)
-    if method in ("ip_transparency", "dsr_router_nat"):
-        if via != gateway:
-            results.add(host, "default_route", "error",
-                        "replies to the clients go %s, not via the proxy %s: %s"
-                        % (("via %s" % via) if via else "out directly" if not route.get("error") else "nowhere", gateway,
-                           "the proxy never sees them" if method == "ip_transparency" else "they are never rewritten"),
-                        [back] + main,
-                        "ip route replace default via %s (re-run the %s playbook: role upstream_default_route), and remove any more "
-                        "specific route that sends the clients' networks elsewhere" % (gateway, method))
-        else:
-            results.ok(host, "default_route", back)
-    elif via == gateway:
+    route_back = "ip route get %s: %s" % (client, route.get("error") or found)
+    by_rule = [s for s in back if reply_route(facts, s, gateway)[2] is not None]
+    if direct and via == gateway:
         results.add(host, "default_route", "error",
-                    "with origin NAT the replies must not go via the proxy (%s): it drops packets carrying its own address as source" % gateway,
-                    [back] + main, "Run the dsr_origin_nat playbook: it puts back the default route upstream_default_route replaced.")
+                    "with origin NAT the replies%s must not go via the proxy (%s): it drops packets carrying its own address as source"
+                    % ((" of %s" % _names(direct)) if back or len(methods_of(config)) > 1 else "", gateway),
+                    [route_back] + main, "Run the dsr_origin_nat playbook: it puts back the default route upstream_default_route replaced.")
+    elif back and not direct and via != gateway and not by_rule:
+        method = method_of(config, back[0])
+        results.add(host, "default_route", "error",
+                    "replies to the clients go %s, not via the proxy %s: %s"
+                    % (("via %s" % via) if via else "out directly" if not route.get("error") else "nowhere", gateway,
+                       "the proxy never sees them" if method == "ip_transparency" else "they are never rewritten"),
+                    [route_back] + main,
+                    "ip route replace default via %s (re-run the %s playbook: role upstream_default_route), and remove any more "
+                    "specific route that sends the clients' networks elsewhere" % (gateway, method))
     else:
-        results.ok(host, "default_route", back)
+        results.ok(host, "default_route", route_back)
+    if back and via != gateway and (direct or by_rule):
+        check_reply_routes(results, host, config, facts, gateway, back, entry or {}, route_back)
     client_nets = [n for n in (_net(c) for c in config["client_networks"]) if n is not None]
     overlaps = ["%s %s/%s is in client network %s" % (i, a, n.prefixlen, c) for i, n, a in _connected(facts) for c in client_nets if c.overlaps(n)]
     if overlaps:
         results.add(host, "overlapping_networks", "error",
                     "a client network is directly connected to %s: its replies go straight to that link, not via the proxy, and "
-                    "reverse-path filtering may drop the requests" % host, overlaps + [back],
+                    "reverse-path filtering may drop the requests" % host, overlaps + [route_back],
                     "Remove the overlapping address/route, or renumber: the clients' networks must not be connected to an upstream.")
     else:
         results.ok(host, "overlapping_networks", "no client network is directly connected")
     check_rp_filter(results, host, facts, [(arrival, client, "requests from the proxy carrying the client's address")])
-    if method == "dsr_origin_nat":
-        check_nat(results, host, dict(config, services=[s for s in config["services"] if address in s["upstreams"]]),
-                  facts, route.get("device"), [_ip(address)], "origin_nat")
+    if direct:
+        check_nat(results, host, dict(config, method="dsr_origin_nat", services=direct), facts, route.get("device"), [_ip(address)], "origin_nat")
     check_ping(results, host, pings, {gateway: "the proxy"})
 
 
@@ -494,7 +731,7 @@ def diagnose(config, hosts, pings=()):
         elif entry["group"] == "proxy":
             diagnose_proxy(results, name, config, entry["facts"], mine)
         else:
-            diagnose_upstream(results, name, config, entry["facts"], resolve_gateway(config, hosts, name), mine)
+            diagnose_upstream(results, name, config, entry["facts"], resolve_gateway(config, hosts, name), mine, entry)
     return results.items
 
 

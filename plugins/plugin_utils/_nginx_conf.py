@@ -5,8 +5,9 @@
 """NGINX configuration as the troubleshoot role reads it: ``nginx -T`` output parsed into blocks.
 
 Pure functions, run on the controller: ``parse_nginx`` (the files of ``nginx -T`` as trees of
-directives), ``find_servers`` (the server blocks of a service), ``detect_method`` (the method the
-collection's nginx files name). Used by _checks; no import of the other troubleshoot modules.
+directives), ``find_servers`` (the server blocks of a service), ``server_method`` (the service and method
+a server block of the collection's files names), ``detect_method`` / ``detect_methods`` (the method(s) the
+collection's nginx files name in their header). Used by _checks; no import of the other troubleshoot modules.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -16,6 +17,12 @@ __metaclass__ = type
 import re
 
 TOKEN = re.compile(r"""'[^']*'|"[^"]*"|[{};]|[^\s{};]+""")
+METHODS = ("ip_transparency", "dsr_router_nat", "dsr_origin_nat")
+_METHOD = "(%s)" % "|".join(METHODS)
+# The first line of each server block the nginx_transparent_proxy role renders: `# Service <name>: method <method>.`
+SERVICE_MARKER = re.compile(r"^\s*# Service (\S+): method %s\.\s*$" % _METHOD)
+# It is kept in the tree as this pseudo-directive (no nginx directive starts with '#').
+SERVICE_DIRECTIVE = "#service"
 
 
 class Block(object):
@@ -69,7 +76,8 @@ def parse_nginx(text):
             files.append((name, lines))
             name, lines = match.group(1), []
         else:
-            lines.append(_strip_comment(line))
+            marker = SERVICE_MARKER.match(line)
+            lines.append("%s %s %s;" % (SERVICE_DIRECTIVE, marker.group(1), marker.group(2)) if marker else _strip_comment(line))
     files.append((name, lines))
     result = []
     for fname, flines in files:
@@ -120,7 +128,27 @@ def dump_directive(directive):
     return "%s %s;" % (directive.name, " ".join(directive.args)) if directive is not None else "(none)"
 
 
+def server_method(server):
+    """(service name, method) a server block's ``# Service <name>: method <method>.`` line names, or None."""
+    found = server.directives(SERVICE_DIRECTIVE)
+    return (found[0].args[0], found[0].args[1]) if found and len(found[0].args) == 2 else None
+
+
+def _config(facts):
+    return (facts.get("nginx") or {}).get("config") or ""
+
+
+def detect_methods(facts):
+    """Every method the headers of the collection's nginx files on the proxy name (``# Method: X.`` or
+    ``# Methods: X, Y.``), in the order of METHODS; [] when none."""
+    named = set()
+    for match in re.finditer(r"^#.*?\bMethods?: (%s(?:, %s)*)\." % (_METHOD, _METHOD), _config(facts), re.M):
+        named.update(m.strip() for m in match.group(1).split(","))
+    return [m for m in METHODS if m in named]
+
+
 def detect_method(facts):
-    """The method named in the collection's nginx files on the proxy (``# Method: X.``), or None."""
-    match = re.search(r"# Method: (ip_transparency|dsr_router_nat|dsr_origin_nat)\.", (facts.get("nginx") or {}).get("config") or "")
-    return match.group(1) if match else None
+    """The one method named in the collection's nginx files on the proxy (``# Method: X.``), or None (none named,
+    or several: then each service's server block names its own)."""
+    methods = detect_methods(facts)
+    return methods[0] if len(methods) == 1 else None

@@ -4,13 +4,14 @@
 # Private to this collection: not a public API; names and signatures may change in any release.
 """The troubleshoot role's report: the diagnosis' findings and the packet traces as readable text.
 
-Pure functions, run on the controller. Imports _trace (a hop's one-line summary).
+Pure functions, run on the controller. Imports _checks (each service's method) and _trace (a hop's one-line summary).
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+from ansible_collections.netops.ip_transparency.plugins.plugin_utils._checks import method_of, methods_of
 from ansible_collections.netops.ip_transparency.plugins.plugin_utils._trace import hop_summary
 
 
@@ -26,7 +27,13 @@ def _short(event):
 def report(config, findings, traces=None):
     """The findings (and the traces) as readable text."""
     problems = [f for f in findings if f["severity"] != "ok"]
-    lines = ["Troubleshooting report: method %s, VIP %s, client %s" % (config["method"], config["public_address"], config["client_address"]), ""]
+    methods = methods_of(config)
+    lines = ["Troubleshooting report: %s %s, VIP %s, client %s" % (
+        "methods" if len(methods) > 1 else "method", ", ".join(methods), config["public_address"], config["client_address"])]
+    if config.get("services"):
+        each = ["%s (%s/%d): %s" % (s["name"], s["protocol"], s["port"], method_of(config, s)) for s in config["services"]]
+        lines.append("Services: %s" % "; ".join(each))
+    lines.append("")
     for finding in problems:
         lines.append("%-7s %s: %s [%s]" % (finding["severity"].upper(), finding["host"], finding["problem"], finding["check"]))
         for line in finding["evidence"]:
@@ -44,9 +51,10 @@ def report(config, findings, traces=None):
     for result in traces or []:
         probe = result["probe"]
         lines.append("")
-        lines.append("Packet trace, probe %s %s:%d from %s (%s:%d): %s" % (
+        lines.append("Packet trace, probe %s %s:%d from %s (%s:%d): %s%s" % (
             probe["kind"], config["public_address"], probe["port"], probe["host"], probe["client_address"], probe["client_port"],
-            "answered" if probe.get("answered") else "NO ANSWER"))
+            "answered" if probe.get("answered") else "NO ANSWER",
+            " [service %s, method %s]" % (probe["service"], probe["method"]) if probe.get("service") and probe.get("method") else ""))
         for number, hop in enumerate(result["hops"], 1):
             lines.append("  %d. %-53s %s  +%.1f ms" % (number, hop["stage"], _short(hop), (hop["t"] - result["start"]) * 1000))
         lines.append("  %s %s" % ("OK" if result["ok"] else "LOST", result["verdict"]))

@@ -4,9 +4,12 @@
 # Private to this collection: not a public API; names and signatures may change in any release.
 """Packet trace of the troubleshoot role's probes through the tcpdump captures of every host.
 
-Pure functions, run on the controller: ``parse_probes`` (the probe loop's output), ``parse_capture``
+Pure functions, run on the controller: ``probe_plan`` (which services to probe, from which client
+ports), ``parse_probes`` (the probe loop's output), ``parse_capture``
 (tcpdump lines as events), ``trace`` (follows each probe hop by hop and names the host where the
-probe or its reply disappeared), ``upstream_address``. No import of the other troubleshoot modules.
+probe or its reply disappeared), ``upstream_address``. Each probe is followed by its service's method
+(``probe["method"]``, else ``config["method"]``): a proxy may serve each service by another method.
+No import of the other troubleshoot modules.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -42,6 +45,11 @@ def parse_capture(host, lines):
     return events
 
 
+def probe_method(config, probe):
+    """The method a probe's service is served by: the probe's own, else the proxy's."""
+    return probe.get("method") or config["method"]
+
+
 def _stages(config, probe, leg):
     """The hops a probe and its reply take with the method: (name, host or '@upstream', predicate).
     ``leg`` holds the upstream connection once seen (address, proxy-side port): later hops must belong to it."""
@@ -60,11 +68,12 @@ def _stages(config, probe, leg):
     ]
     # TCP: nginx answers the client's handshake itself; what comes back through it is the upstream's data
     data = probe.get("protocol") != "tcp"
+    method = probe_method(config, probe)
 
-    if config["method"] != "dsr_origin_nat":
+    if method != "dsr_origin_nat":
         stages.append(("reply received by the proxy (private side)", proxy,
                        lambda e: e["dir"] == "In" and e["dst"] == client and (e["src"], e["dport"]) == leg["up"] and e["sport"] == uport))
-        stages.append(("reply sent to the client by the proxy" if config["method"] == "ip_transparency" else
+        stages.append(("reply sent to the client by the proxy" if method == "ip_transparency" else
                        "reply forwarded to the client, source rewritten to the VIP", proxy,
                        lambda e: e["dir"] == "Out" and e["dst"] == client and e["src"] == vip and e["sport"] == port and (data or e["payload"] > 0)))
     stages.append(("reply received by the client from the VIP", probe["host"],
@@ -87,7 +96,7 @@ def trace_probe(config, probe, events):
     leg = {}
     stages = _stages(config, probe, leg)
     hops, upstream = [], None
-    if config["method"] != "ip_transparency":
+    if probe_method(config, probe) != "ip_transparency":
         # DSR keeps the client's port on every leg: only this probe's packets
         events = [e for e in events if probe["client_port"] in (e["sport"], e["dport"]) or e["proto"] == "icmp"]
     for index, (name, where, predicate) in enumerate(stages):
@@ -155,7 +164,33 @@ def parse_probes(lines, host, client_address, service, kind):
                        "protocol": service["protocol"],
                        "upstream_port": int(service["upstream_port"]), "kind": kind, "answered": fields[1] == "0",
                        "output": answer})
+        probes[-1].update((key, service[field]) for key, field in (("service", "name"), ("method", "method")) if service.get(field))
     return probes
+
+
+PORTS_PER_SERVICE = 16  # the probes of each service come from their own block of client ports (at most 16 probes)
+METHOD_ORDER = ("ip_transparency", "dsr_router_nat", "dsr_origin_nat")
+
+
+def probe_plan(config, name, base_port, count):
+    """The services to probe and the client ports of their probes: the one named ``name``, else one service of each
+    method the proxy serves (IP Transparency: its first HTTP service, else its first UDP one; DSR: its first UDP one).
+    Returns [{service, kind (http|dns), ports}], each service's ports from ``base_port`` + 16 * its rank."""
+    services = config["services"]
+    if name:
+        chosen = [s for s in services if s["name"] == name][:1]
+    else:
+        methods = [m for m in METHOD_ORDER if any(probe_method(config, s) == m for s in services)]
+        chosen = []
+        for method in methods:
+            mine = [s for s in services if probe_method(config, s) == method]
+            candidates = ([s for s in mine if s.get("http")] if method == "ip_transparency" else []) \
+                + [s for s in mine if s["protocol"] == "udp"] + mine
+            chosen.append(candidates[0])
+    base, count = int(base_port), int(count)
+    return [{"service": s, "kind": "http" if s.get("http") else "dns",
+             "ports": list(range(base + PORTS_PER_SERVICE * rank, base + PORTS_PER_SERVICE * rank + count))}
+            for rank, s in enumerate(chosen)]
 
 
 def trace(config, probes, captures):

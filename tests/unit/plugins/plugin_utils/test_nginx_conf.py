@@ -31,3 +31,26 @@ def test_detect_method_is_none_without_the_collections_marker():
     assert nginx_conf.detect_method({"nginx": {"config": None}}) is None
     assert nginx_conf.detect_method({"nginx": {"config": "# Method: dsr_origin_nat."}}) == "dsr_origin_nat"
     assert nginx_conf.detect_method({"nginx": {"config": "# Method: other."}}) is None
+
+
+def test_each_server_names_its_service_and_method_and_the_header_every_method():
+    from .troubleshoot_fakes import mixed_nginx_conf
+    conf = mixed_nginx_conf("dsr_origin_nat")
+    parsed = nginx_conf.parse_nginx(conf)
+    server = nginx_conf.find_servers(parsed, {"port": 53, "protocol": "udp"})[0][1]
+    assert nginx_conf.server_method(server) == ("dns_udp", "dsr_origin_nat")
+    assert nginx_conf.server_method(nginx_conf.find_servers(parsed, {"port": 80, "protocol": "tcp"})[0][1]) == ("http", "ip_transparency")
+    # the marker is no nginx directive: the rest of the server reads as before
+    assert [d.name for d in server.children if not d.name.startswith("#")] == ["listen", "proxy_pass", "proxy_bind", "proxy_responses"]
+    assert nginx_conf.detect_methods({"nginx": {"config": conf}}) == ["ip_transparency", "dsr_origin_nat"]
+    # several methods: no single method for the proxy
+    assert nginx_conf.detect_method({"nginx": {"config": conf}}) is None
+    assert nginx_conf.detect_methods({"nginx": {"config": NGINX_CONF}}) == ["ip_transparency"]
+    assert nginx_conf.detect_methods({}) == []
+
+
+def test_a_server_without_the_marker_has_no_method_and_a_bad_marker_is_ignored():
+    parsed = nginx_conf.parse_nginx(NGINX_CONF)
+    assert nginx_conf.server_method(nginx_conf.find_servers(parsed, {"port": 80, "protocol": "tcp"})[0][1]) is None
+    parsed = nginx_conf.parse_nginx("server {\n    # Service x: method other.\n    listen 53 udp;\n}\n")
+    assert nginx_conf.server_method(nginx_conf.find_servers(parsed, {"port": 53, "protocol": "udp"})[0][1]) is None

@@ -42,3 +42,19 @@ def test_traces_are_reported_hop_by_hop_and_a_lost_probe_is_summed_up():
     text = report.report(config(), [], trace.trace(config(), [probe()], lost))
     assert "  LOST disappeared after" in text
     assert text.endswith("Summary: 0 error(s), 0 warning(s) on no host; 1 of 1 probe(s) lost (at proxy)")
+
+
+def test_a_mixed_proxy_report_says_which_method_each_service_uses():
+    from .troubleshoot_fakes import dns_capture, dns_probe, mixed_config, mixed_lab
+    cfg = mixed_config("dsr_origin_nat")
+    findings = checks.diagnose(cfg, mixed_lab("dsr_origin_nat"))
+    text = report.report(cfg, findings, trace.trace(cfg, [dns_probe("dsr_origin_nat")], dns_capture("dsr_origin_nat")))
+    assert text.startswith("Troubleshooting report: methods ip_transparency, dsr_origin_nat, VIP 192.168.99.10, client 192.168.99.1\n")
+    assert "\nServices: http (tcp/80): ip_transparency; dns_udp (udp/53): dsr_origin_nat\n" in text
+    assert "Packet trace, probe dns 192.168.99.10:53 from client (192.168.99.1:40016): answered [service dns_udp, method dsr_origin_nat]" in text
+
+
+def test_a_single_method_report_names_the_method_of_its_services_too():
+    text = report.report(config(), [])
+    assert text.startswith("Troubleshooting report: method ip_transparency, VIP 192.168.99.10, client 192.168.99.1\n")
+    assert "\nServices: http (tcp/80): ip_transparency; dns_udp (udp/53): ip_transparency\n" in text

@@ -49,3 +49,55 @@ def test_capture_lines_become_events_ports_optional():
     assert [(e["t"], e["src"], e["sport"], e["dst"], e["dport"], e["proto"], e["payload"]) for e in events] == [
         (1.5, "172.16.0.1", None, "172.16.0.11", None, "icmp", 64), (1.6, "192.168.99.1", 40000, "192.168.99.10", 53, "udp", 0)]
     assert trace.hop_summary(events[1]) == "12+ A? x."
+
+
+def test_a_mixed_proxy_traces_each_probe_by_its_services_method():
+    from .troubleshoot_fakes import dns_capture, dns_probe, mixed_config
+    for dns_method, hosts in (("dsr_router_nat", ["client", "proxy", "proxy", "upstream1", "upstream1", "proxy", "proxy", "client"]),
+                              ("dsr_origin_nat", ["client", "proxy", "proxy", "upstream1", "upstream1", "client"])):
+        cfg = mixed_config(dns_method)
+        captures = copy.deepcopy(HEALTHY)
+        for host, lines in dns_capture(dns_method).items():
+            captures[host] = captures.get(host, []) + lines
+        http = dict(probe(), service="http", method="ip_transparency")
+        results = trace.trace(cfg, [http, dns_probe(dns_method)], captures)
+        assert [r["ok"] for r in results] == [True, True], [r["verdict"] for r in results]
+        assert [h["host"] for h in results[0]["hops"]] == ["client", "proxy", "proxy", "upstream2", "upstream2", "proxy", "proxy", "client"]
+        assert [h["host"] for h in results[1]["hops"]] == hosts
+        if dns_method == "dsr_router_nat":
+            assert results[1]["hops"][6]["stage"] == "reply forwarded to the client, source rewritten to the VIP"
+            assert results[0]["hops"][6]["stage"] == "reply sent to the client by the proxy"
+
+
+def test_a_dsr_probe_of_a_mixed_proxy_that_is_not_rewritten_is_named_on_the_proxy():
+    from .troubleshoot_fakes import dns_capture, dns_probe, mixed_config
+    captures = dns_capture("dsr_router_nat")
+    captures["proxy"] = [line for line in captures["proxy"] if "eth0 Out" not in line]
+    result = trace.trace(mixed_config("dsr_router_nat"), [dns_probe("dsr_router_nat")], captures)[0]
+    assert not result["ok"] and result["culprit"] == "proxy"
+
+
+def test_probe_lines_carry_the_service_and_its_method_when_known():
+    service = {"name": "dns_udp", "method": "dsr_origin_nat", "port": 53, "protocol": "udp", "upstream_port": 53}
+    probes = trace.parse_probes(["40000 0 NOERROR"], "client", "192.168.99.1", service, "dns")
+    assert (probes[0]["service"], probes[0]["method"]) == ("dns_udp", "dsr_origin_nat")
+
+
+def test_the_probe_plan_probes_one_service_of_each_method_each_from_its_own_ports():
+    from .troubleshoot_fakes import mixed_config
+    cfg = mixed_config("dsr_router_nat")
+    cfg["services"].insert(1, dict(cfg["services"][1], name="dns_tcp", protocol="tcp", method="ip_transparency"))
+    plan = trace.probe_plan(cfg, "", 40000, 2)
+    assert [(p["service"]["name"], p["kind"], p["ports"]) for p in plan] == [
+        ("http", "http", [40000, 40001]), ("dns_udp", "dns", [40016, 40017])]
+    assert [p["service"]["name"] for p in trace.probe_plan(cfg, "dns_tcp", 40000, 1)] == ["dns_tcp"]
+    assert trace.probe_plan(cfg, "nothing", 40000, 1) == []
+
+
+def test_the_probe_plan_of_a_single_method_proxy_is_the_service_probed_before():
+    # IP Transparency: the first HTTP service; DSR: the first UDP one
+    assert [p["service"]["name"] for p in trace.probe_plan(config(), "", 40000, 4)] == ["http"]
+    assert [(p["service"]["name"], p["kind"]) for p in trace.probe_plan(config("dsr_origin_nat"), "", 40000, 4)] == [("dns_udp", "dns")]
+    cfg = config()
+    cfg["services"] = cfg["services"][1:]
+    assert [p["service"]["name"] for p in trace.probe_plan(cfg, "", 40000, 4)] == ["dns_udp"]

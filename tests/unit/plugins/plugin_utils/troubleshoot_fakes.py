@@ -118,3 +118,96 @@ def health_state(**states):
     return {"present": True, "path": "/var/lib/netops-healthcheck/state.json",
             "state": {"services": {"dns_udp": {"fail_open": all(u["state"] == "down" for u in ups.values()), "upstreams": ups}},
                       "last_reload_error": ""}}
+
+
+# --- a proxy serving several methods (one per service) ---------------------------------------------------------------
+
+ROUTER, REPLY_TABLE = "172.16.0.253", 200
+
+
+def mixed_nginx_conf(dns_method):
+    """The nginx files of a proxy serving HTTP by IP Transparency and DNS over UDP by ``dns_method``, as the
+    nginx_transparent_proxy role renders them: the methods in the header, each server's method as its first line."""
+    return """# configuration file /etc/nginx/nginx.conf:
+user www-data;
+http { include /etc/nginx/conf.d/*.conf; }
+
+# configuration file /etc/nginx/conf.d/netops-transparent-proxy.conf:
+# Methods: ip_transparency, %(m)s.
+upstream netops_http { server 172.16.0.11:80; server 172.16.0.12:80; }
+server {
+    # Service http: method ip_transparency.
+    listen 80;
+    location / { proxy_bind $remote_addr transparent; proxy_pass http://netops_http; }
+}
+
+# configuration file /etc/nginx/netops-transparent-proxy/stream.conf:
+# Methods: ip_transparency, %(m)s.
+server {
+    # Service dns_udp: method %(m)s.
+    listen 53 udp;
+    proxy_pass netops_dns_udp;
+    proxy_bind $remote_addr:$remote_port transparent;
+    proxy_responses 0;
+}
+""" % {"m": dns_method}
+
+
+def mixed_config(dns_method):
+    """HTTP by IP Transparency, DNS over UDP by ``dns_method`` (each service's method settled, as the role does)."""
+    cfg = config()
+    cfg["method"] = "mixed"
+    cfg["services"][0]["method"] = "ip_transparency"
+    cfg["services"][1].update(method=dns_method, proxy_responses=0)
+    return cfg
+
+
+def mixed_lab(dns_method):
+    """The lab as it is once the playbooks put HTTP on Method 1 and DNS on ``dns_method`` (2a or 2b)."""
+    hosts = lab()
+    proxy = hosts["proxy"]["facts"]
+    proxy["nginx"]["config"] = mixed_nginx_conf(dns_method)
+    # only the Method 1 service's replies are marked (DSR replies must not be delivered to nginx)
+    proxy["nft_ruleset"] = proxy["nft_ruleset"][:1]
+    if dns_method == "dsr_router_nat":
+        proxy["sysctl"].update(ip_forward="1", udp_early_demux="0")
+        proxy["nat"]["eth0"]["nftables"] = [{"src": "172.16.0.8/29", "protocol": "udp", "sport": 53, "nat_to": VIP}]
+        return hosts
+    # 2b: the upstreams keep their router as default route; only HTTP's replies go via the proxy, by source port
+    for name, address in (("upstream1", UPSTREAMS[0]), ("upstream2", UPSTREAMS[1])):
+        facts = upstream_facts(address, via=ROUTER)
+        facts["rules"] = [
+            {"line": "0: from all lookup local", "priority": 0, "fwmark": None, "fwmask": None, "table": 255, "action": "lookup", "selectors": False},
+            {"line": "1000: from all ipproto tcp sport 80 lookup %d" % REPLY_TABLE, "priority": 1000, "fwmark": None, "fwmask": None,
+             "table": REPLY_TABLE, "action": "lookup", "selectors": True},
+            {"line": "32766: from all lookup main", "priority": 32766, "fwmark": None, "fwmask": None, "table": 254, "action": "lookup",
+             "selectors": False}]
+        facts["routes"][str(REPLY_TABLE)] = [{"type": "unicast", "dest": "0.0.0.0/0", "gateway": "172.16.0.1", "device": "eth0",
+                                              "line": "default via 172.16.0.1 dev eth0 table %d" % REPLY_TABLE}]
+        facts["nat"]["eth0"]["nftables"] = [{"src": address + "/32", "protocol": "udp", "sport": 53, "nat_to": VIP}]
+        facts["act_nat"] = {"available": True, "how": "act_nat module"}
+        hosts[name].update(facts=facts, gateway="172.16.0.1", table=str(REPLY_TABLE), rule_priority=1000)
+    return hosts
+
+
+def dns_probe(method, client_port=40016):
+    return {"host": "client", "client_address": CLIENT, "client_port": client_port, "port": 53, "upstream_port": 53, "protocol": "udp",
+            "kind": "dns", "answered": True, "service": "dns_udp", "method": method}
+
+
+def dns_capture(method, client_port=40016, t=2.0):
+    """A DNS probe's packets on every host, DSR: the client's port on every leg; router NAT rewrites the reply on the
+    proxy, origin NAT on the upstream (tcpdump sees a packet after the egress rewrite)."""
+    c, up = "%s.%d" % (CLIENT, client_port), "172.16.0.11.53"
+    captures = {
+        "client": capture((t, "eth0", "Out", c, VIP + ".53", "1+ A? www.example.com. (33)"),
+                          (t + 0.004, "eth0", "In", VIP + ".53", c, "1 1/0/0 A 172.16.0.11 (49)")),
+        "proxy": capture((t + 0.001, "eth0", "In", c, VIP + ".53", "1+ A? www.example.com. (33)"),
+                         (t + 0.0015, "eth1", "Out", c, up, "1+ A? www.example.com. (33)")),
+        "upstream1": capture((t + 0.002, "eth0", "In", c, up, "1+ A? www.example.com. (33)"),
+                             (t + 0.0025, "eth0", "Out", (VIP + ".53") if method == "dsr_origin_nat" else up, c, "1 1/0/0 A 172.16.0.11 (49)")),
+    }
+    if method == "dsr_router_nat":
+        captures["proxy"] += capture((t + 0.003, "eth1", "In", up, c, "1 1/0/0 A 172.16.0.11 (49)"),
+                                     (t + 0.0035, "eth0", "Out", VIP + ".53", c, "1 1/0/0 A 172.16.0.11 (49)"))
+    return captures

@@ -43,3 +43,33 @@ def test_no_probe_host_with_a_client_address(tmp_path):
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-3000:]
     assert "client=192.0.2.1 vip=192.0.2.10" in proc.stdout, output[-3000:]
+
+
+def _preflight(tmp_path, services):
+    inventory = {"all": {"children": {"proxy": {"hosts": {"proxy-1": {
+        "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+        "nginx_transparent_proxy_method": "ip_transparency", "nginx_transparent_proxy_public_address": "192.0.2.10",
+        "nginx_transparent_proxy_services": services,
+    }}}}}}
+    (tmp_path / "inventory.json").write_text(json.dumps(inventory))
+    (tmp_path / "playbook.yml").write_text(PLAYBOOK)
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".collections"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_LOCALHOST_WARNING="false", LC_ALL="C.UTF-8")
+    env.pop("ANSIBLE_CONFIG", None)
+    return subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", "inventory.json", "playbook.yml"],
+                          env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_a_service_with_an_unknown_method_is_refused_naming_it(tmp_path):
+    proc = _preflight(tmp_path, [{"name": "http", "port": 80, "http": True, "upstreams": ["172.16.0.11"], "method": "ip_transparency"},
+                                 {"name": "dns", "port": 53, "protocol": "udp", "upstreams": ["172.16.0.11"], "method": "dsr_magic"}])
+    output = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode != 0, output[-3000:]
+    assert "The method of dns must be one of ip_transparency, dsr_router_nat, dsr_origin_nat" in output, output[-3000:]
+    assert "The method of http" not in output
+
+
+def test_services_with_known_methods_or_none_pass_the_preflight(tmp_path):
+    proc = _preflight(tmp_path, [{"name": "http", "port": 80, "http": True, "upstreams": ["172.16.0.11"]},
+                                 {"name": "dns", "port": 53, "protocol": "udp", "upstreams": ["172.16.0.11"], "method": "dsr_origin_nat"}])
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
