@@ -13,7 +13,7 @@ import re
 
 import pytest
 
-from test_host_groups import RENAMED, _ansible_playbook, _inventory
+from test_host_groups import RENAMED, _ansible_playbook, _failures, _inventory
 
 HTTP = {"name": "http", "protocol": "tcp", "port": 80, "http": True, "upstreams": ["10.0.0.11"]}
 DNS_TCP = {"name": "dns_tcp", "protocol": "tcp", "port": 53, "upstreams": ["10.0.0.11"]}
@@ -86,3 +86,19 @@ def test_dsr_services_are_taken_as_given(tmp_path):
     assert proc.returncode != 0
     assert "Left out by" not in proc.stdout
     assert "Service http cannot use Direct Server Return (dsr_router_nat)" in " ".join(proc.stdout.split())
+
+
+def test_an_unknown_service_key_is_refused_before_any_host_changes(tmp_path):
+    """The roles check their argument specs when they run, after the upstreams' play: site.yml checks them in its
+    first play, so a typo in a service stops the run before any host changes."""
+    inventory = _inventory(tmp_path)
+    data = json.loads(open(inventory).read())
+    data["all"]["children"]["lb"]["hosts"]["lb1"] = {"nginx_transparent_proxy_services": [dict(DNS, methd="dsr_origin_nat")]}
+    open(inventory, "w").write(json.dumps(data))
+    proc = _ansible_playbook(tmp_path, inventory, "site", *RENAMED)
+    failed, ran = _failures(proc.stdout)
+    print(proc.stdout[-4000:])
+    assert set(failed) == {"lb1"}, failed
+    assert "methd" in failed["lb1"], failed["lb1"]
+    assert ran.get("Check the proxy's variables against the role's argument spec") == {"lb1"}
+    assert "Upstream servers route and rewrite their replies as each service's method asks" not in proc.stdout
