@@ -7,7 +7,9 @@ Two dumps of a host that nobody changed are identical; any rule, route, qdisc, t
 role leaves behind makes them differ."""
 
 import difflib
+import json
 import re
+import sys
 
 from labcheck import lab_host
 
@@ -84,3 +86,25 @@ def differences(before, after):
 
 def _quote(text):
     return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+def save(path, hosts=None):
+    """Dump every lab host (or ``hosts``) into ``path`` (JSON), for a later check to compare with: a scenario whose
+    converge changes the lab saves its baseline in its prepare step (molecule/mixed/prepare.yml)."""
+    dumps = dump_all(hosts)
+    with open(path, "w") as out:
+        json.dump(dumps, out, indent=1, sort_keys=True)
+    return dumps
+
+
+def load(path):
+    """The dumps save() wrote into ``path``."""
+    with open(path) as src:
+        return json.load(src)
+
+
+if __name__ == "__main__":
+    # python3 molecule/shared/labdump.py FILE: the dumps of every lab host into FILE
+    if len(sys.argv) != 2:
+        sys.exit("usage: %s FILE (the dumps of every lab host, JSON)" % sys.argv[0])
+    print("dumped %s into %s" % (", ".join(sorted(save(sys.argv[1]))), sys.argv[1]))

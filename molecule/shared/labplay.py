@@ -11,7 +11,10 @@ PLAYBOOKS = {
     "ip_transparency": "playbooks/ip_transparency.yml",
     "dsr_router_nat": "playbooks/dsr_router_nat.yml",
     "dsr_origin_nat": "playbooks/dsr_origin_nat.yml",
+    "site": "playbooks/site.yml",
     "teardown": "playbooks/teardown.yml",
+    # molecule/mixed's converge: site.yml with the scenario's services (-e mixed_dns_method=... moves DNS over UDP)
+    "mixed": "molecule/mixed/converge.yml",
 }
 RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
