@@ -264,7 +264,7 @@ def test_selected_traffic_from_scratch_and_absent_without_the_selector_variables
 
 
 @pytest.mark.parametrize("role_vars, message", [
-    ({"upstream_default_route_selectors": [{"protocol": "icmp", "port": 80}]}, "must be {protocol: tcp or udp"),
+    ({"upstream_default_route_selectors": [{"protocol": "icmp", "port": 80}]}, "value of protocol must be one of: tcp, udp, got: icmp"),
     ({"upstream_default_route_selectors": [{"protocol": "tcp", "port": 65535}]}, "port 65535"),
     ({"upstream_default_route_selectors": [{"protocol": "tcp", "port": 80}, {"protocol": "tcp", "port": 80}]},
      "more than once: tcp port 80"),
@@ -278,3 +278,44 @@ def test_selected_traffic_refusals_change_nothing(upstream, sh, tmp_path, role_v
     proc = _run_role(upstream, tmp_path, PLAYBOOK_ONE, role_vars)
     assert proc.returncode != 0 and message in proc.stdout, proc.stdout[-3000:]
     assert _state(sh, upstream) == baseline
+
+
+PLAYBOOK_UNIT = """
+- name: Render the boot unit as the role would
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Preflight (works out the table, the rules and the device)
+      ansible.builtin.include_role:
+        name: netops.ip_transparency.upstream_default_route
+        tasks_from: preflight.yml
+        public: true
+
+    - name: Render the unit
+      ansible.builtin.template:
+        src: "{{ role_dir }}/templates/netops-upstream-default-route.service.j2"
+        dest: "{{ unit_dest }}"
+        mode: "0644"
+"""
+
+
+def test_the_boot_unit_sets_the_same_rules_and_route_again(upstream, sh, tmp_path):
+    """A reboot comes back in the same state: the unit's ExecStart lines, run on a fresh host, give the table route
+    and the rules the role set; run twice (a restart), they do not duplicate a rule."""
+    sh(upstream, ROUTER)
+    role_vars = dict(SEL_BOTH, upstream_default_route_rule_priority=900)
+    _step(upstream, tmp_path, role_vars)
+    wanted = _state(sh, upstream)
+    unit = tmp_path / "unit.service"
+    proc = _run_role(upstream, tmp_path, PLAYBOOK_UNIT, dict(role_vars, unit_dest=str(unit),
+                     role_dir=os.path.join(ROOT, "roles", "upstream_default_route")))
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    lines = [line.split("=", 1)[1] for line in unit.read_text().splitlines() if line.startswith("ExecStart=")]
+    assert any("ipproto udp sport 53 lookup 101" in line for line in lines), lines
+
+    # a rebooted host: the same links and addresses and the router's route, nothing of the role's
+    _run_role(upstream, tmp_path, PLAYBOOK_ONE, dict(role_vars, upstream_default_route_state="absent"))
+    for _round in (1, 2):
+        for line in lines:
+            sh(upstream, line.lstrip("-"), check=not line.startswith("-"))
+        assert _state(sh, upstream) == wanted
