@@ -20,7 +20,8 @@ import os
 import re
 import socket
 
-from ansible_collections.netops.ip_transparency.plugins.module_utils._common import ApplyError, KernelFeatureError, ValidationError, Plan, check_ifname, check_range, interface_index
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import ApplyError, KernelFeatureError, ValidationError, Plan
+from ansible_collections.netops.ip_transparency.plugins.module_utils._common import check_ifname, check_range, interface_index
 from ansible_collections.netops.ip_transparency.plugins.module_utils._common import parse_prefix
 from ansible_collections.netops.ip_transparency.plugins.module_utils._netlink import AF_BY_VERSION, NAME_BY_VERSION, U32_MAX, VERSION_BY_AF, UndoLog
 from ansible_collections.netops.ip_transparency.plugins.module_utils._netlink import add_or_delete, attr, attr_names, converge, msg_table
@@ -130,6 +131,8 @@ def _netlink_port_range(value):
         return (int(value["start"]), int(value["end"]))
     low, _sep, high = str(value).partition(":")
     return (int(low), int(high or low))
+
+
 # Attributes whose value here means "not set" (the kernel dumps them anyway).
 _NEUTRAL = {"FRA_SUPPRESS_PREFIXLEN": (U32_MAX, -1), "FRA_SUPPRESS_IFGROUP": (U32_MAX, -1)}
 

@@ -24,11 +24,11 @@ CASES = [
     ("selectors-main-means-101", {"upstream_default_route_selectors": [{"protocol": "tcp", "port": 80}]}, None),
     ("selectors-old-kernel", {"upstream_default_route_selectors": [{"protocol": "tcp", "port": 80}], "fake_kernel": "4.16.18-1-amd64"},
      ["Linux 4.17", "this host runs 4.16.18-1-amd64"]),
-    ("selectors-bad", {"upstream_default_route_selectors": [{"protocol": "tcp", "port": 80}, {"protocol": "icmp", "port": 1},
-                                                            {"protocol": "udp", "port": 65535}]},
+    ("selectors-bad", {"upstream_default_route_selectors": [
+        {"protocol": "tcp", "port": 80}, {"protocol": "icmp", "port": 1}, {"protocol": "udp", "port": 65535}]},
      ["upstream_default_route_selectors", "icmp", "65535", "tcp or udp"]),
-    ("selectors-dup", {"upstream_default_route_selectors": [{"protocol": "tcp", "port": 80}, {"protocol": "udp", "port": 80},
-                                                           {"protocol": "tcp", "port": "80"}]},
+    ("selectors-dup", {"upstream_default_route_selectors": [
+        {"protocol": "tcp", "port": 80}, {"protocol": "udp", "port": 80}, {"protocol": "tcp", "port": "80"}]},
      ["more than once", "tcp port 80"]),
     ("selectors-reserved-table", {"upstream_default_route_selectors": [{"protocol": "tcp", "port": 80}], "upstream_default_route_table": "local"},
      ["upstream_default_route_table must be a table number other than", "got local"]),
