@@ -87,22 +87,22 @@ def upstream(netns, sh):
     return name
 
 
-def _run_role(upstream, tmp_path, text=PLAYBOOK):
+def _run_role(upstream, tmp_path, text=PLAYBOOK, role_vars=None, check=False):
     playbook = tmp_path / "playbook.yml"
     playbook.write_text(text)
     extra = tmp_path / "vars.json"
-    extra.write_text(json.dumps({
+    extra.write_text(json.dumps(dict(role_vars or {}, **{
         "ansible_python_interpreter": sys.executable,
         "upstream_default_route_gateway": "172.16.0.1",
         "upstream_default_route_persist": False,
         "upstream_default_route_controller_address": "172.16.0.5",
         # keep the record out of the host's /etc
         "__upstream_default_route_fact_file": str(tmp_path / "facts.d" / "netops_upstream_default_route.fact"),
-    }))
+    })))
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".collections"),
                ANSIBLE_NOCOLOR="1", ANSIBLE_LOCAL_TEMP=str(tmp_path / "local-tmp"), ANSIBLE_REMOTE_TEMP=str(tmp_path / "remote-tmp"))
     cmd = ["ip", "netns", "exec", upstream, os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
-           "-i", "localhost,", "-c", "local", "-e", "@%s" % extra, str(playbook)]
+           "-i", "localhost,", "-c", "local", "-e", "@%s" % extra, str(playbook)] + (["--check", "--diff"] if check else [])
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
 
 
@@ -145,3 +145,177 @@ def test_a_record_of_the_previous_version_is_refused_before_any_change(upstream,
     assert "remove the file" in proc.stdout, proc.stdout[-3000:]
     assert _routes(sh, upstream) == before
     assert record.exists()
+
+
+# --- selected traffic (issue 14): the replies of some local services via the proxy, by source port ----------------
+
+PLAYBOOK_ONE = """
+- name: Upstream default route, one run
+  hosts: localhost
+  gather_facts: false
+  roles:
+    - role: netops.ip_transparency.upstream_default_route
+"""
+
+ROUTER = "ip route add default via 10.0.2.2 dev d1"
+
+
+def _state(sh, ns):
+    """The rules and every table's routes (the kernel's own local table left out)."""
+    rules = sh(ns, "ip rule show")
+    routes = sh(ns, "ip route show table all | grep -v '^local \\|^broadcast \\|table local'")
+    return rules + "---\n" + routes
+
+
+def _step(upstream, tmp_path, role_vars, check=False):
+    proc = _run_role(upstream, tmp_path, PLAYBOOK_ONE, role_vars, check=check)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    return proc
+
+
+def _changed(proc):
+    recap = proc.stdout[proc.stdout.rindex("PLAY RECAP"):]
+    return int(recap.split("changed=")[1].split()[0])
+
+
+def _changed_tasks(proc):
+    """The names of the tasks that changed, in the order they ran."""
+    names, current = [], None
+    for line in proc.stdout.splitlines():
+        if line.startswith("TASK ["):
+            current = line[6:line.index("]")].split(" : ", 1)[-1]
+        elif line.startswith("changed:") and current and (not names or names[-1] != current):
+            names.append(current)
+    return names
+
+
+SEL_TCP80 = {"upstream_default_route_selectors": [{"protocol": "tcp", "port": 80}], "upstream_default_route_table": 101}
+SEL_BOTH = {"upstream_default_route_selectors": [{"protocol": "tcp", "port": 80}, {"protocol": "udp", "port": 53}],
+            "upstream_default_route_table": 101}
+SEL_UDP53 = {"upstream_default_route_selectors": [{"protocol": "udp", "port": 53}], "upstream_default_route_table": 101}
+
+
+def test_selected_traffic_transitions_main_selectors_absent(upstream, sh, tmp_path):
+    sh(upstream, ROUTER)
+    baseline = _state(sh, upstream)
+    get80 = "ip route get 198.51.100.7 ipproto tcp sport 80"
+    get81 = "ip route get 198.51.100.7 ipproto tcp sport 81"
+
+    # main mode: every reply via the proxy
+    _step(upstream, tmp_path, {})
+    assert "default via 172.16.0.1 dev d0" in sh(upstream, "ip route show table main")
+    assert "via 172.16.0.1" in sh(upstream, get81)
+
+    # check mode of main -> selectors changes nothing
+    preview = _step(upstream, tmp_path, SEL_TCP80, check=True)
+    assert _changed(preview) > 0
+    main_state = _state(sh, upstream)
+
+    # main -> selectors: make before break (rule and table route first, then the router's route back)
+    proc = _step(upstream, tmp_path, SEL_TCP80)
+    order = _changed_tasks(proc)
+    assert order.index("Send the selected traffic to that table") < order.index("Restore the saved default routes"), order
+    assert main_state != _state(sh, upstream)
+    assert "1000:\tfrom all ipproto tcp sport 80 lookup 101" in sh(upstream, "ip rule show")
+    assert sh(upstream, "ip route show table 101").strip() == "default via 172.16.0.1 dev d0"
+    assert sh(upstream, "ip route show default table main").strip() == "default via 10.0.2.2 dev d1"
+    assert "via 172.16.0.1" in sh(upstream, get80) and "via 10.0.2.2" in sh(upstream, get81)
+    selector_state = _state(sh, upstream)
+    assert _changed(_step(upstream, tmp_path, SEL_TCP80)) == 0  # idempotent
+    assert _changed(_step(upstream, tmp_path, SEL_TCP80, check=True)) == 0
+    assert _state(sh, upstream) == selector_state
+
+    # the selector list changes: rules added, the one no longer wanted removed (only the role's own)
+    sh(upstream, "ip rule add priority 1000 ipproto tcp sport 443 lookup 101")  # not the role's: stays
+    _step(upstream, tmp_path, SEL_BOTH)
+    rules = sh(upstream, "ip rule show")
+    assert "ipproto tcp sport 80 lookup 101" in rules and "ipproto udp sport 53 lookup 101" in rules
+    _step(upstream, tmp_path, SEL_UDP53)
+    rules = sh(upstream, "ip rule show")
+    assert "sport 80 " not in rules and "ipproto udp sport 53 lookup 101" in rules and "sport 443" in rules
+    sh(upstream, "ip rule del priority 1000 ipproto tcp sport 443 lookup 101")
+
+    # selectors -> main: the main route via the proxy first, then the rules and the table route go
+    proc = _step(upstream, tmp_path, {})
+    order = _changed_tasks(proc)
+    assert order.index("Route the default traffic via the proxy (replacing every other default route of the table)") < \
+        order.index("Remove the selected traffic's rules (the main table's default route now goes via the proxy)"), order
+    assert "sport" not in sh(upstream, "ip rule show")
+    assert sh(upstream, "ip route show table 101").strip() == ""
+    assert sh(upstream, "ip route show default table main").strip() == "default via 172.16.0.1 dev d0"
+    assert _changed(_step(upstream, tmp_path, {})) == 0
+
+    # back to selectors, and absent from there: the baseline
+    _step(upstream, tmp_path, SEL_TCP80)
+    assert sh(upstream, "ip route show default table main").strip() == "default via 10.0.2.2 dev d1"
+    _step(upstream, tmp_path, dict(SEL_TCP80, upstream_default_route_state="absent"))
+    assert _state(sh, upstream) == baseline
+    assert not (tmp_path / "facts.d" / "netops_upstream_default_route.fact").exists()
+
+
+def test_selected_traffic_from_scratch_and_absent_without_the_selector_variables(upstream, sh, tmp_path):
+    sh(upstream, ROUTER)
+    baseline = _state(sh, upstream)
+    _step(upstream, tmp_path, dict(SEL_BOTH, upstream_default_route_table="main", upstream_default_route_rule_priority=900))
+    assert "900:\tfrom all ipproto udp sport 53 lookup 101" in sh(upstream, "ip rule show")  # main means table 101
+    assert sh(upstream, "ip route show default table main").strip() == "default via 10.0.2.2 dev d1"
+    _step(upstream, tmp_path, {"upstream_default_route_state": "absent"})  # the record says what to remove
+    assert _state(sh, upstream) == baseline
+
+
+@pytest.mark.parametrize("role_vars, message", [
+    ({"upstream_default_route_selectors": [{"protocol": "icmp", "port": 80}]}, "value of protocol must be one of: tcp, udp, got: icmp"),
+    ({"upstream_default_route_selectors": [{"protocol": "tcp", "port": 65535}]}, "port 65535"),
+    ({"upstream_default_route_selectors": [{"protocol": "tcp", "port": 80}, {"protocol": "tcp", "port": 80}]},
+     "more than once: tcp port 80"),
+    (dict(SEL_TCP80, upstream_default_route_table="local"), "must be a table number other than"),
+    (dict(SEL_TCP80, upstream_default_route_table=254), "must be a table number other than"),
+    (dict(SEL_TCP80, upstream_default_route_rule_priority=32766), "upstream_default_route_rule_priority must be 1-32765"),
+])
+def test_selected_traffic_refusals_change_nothing(upstream, sh, tmp_path, role_vars, message):
+    sh(upstream, ROUTER)
+    baseline = _state(sh, upstream)
+    proc = _run_role(upstream, tmp_path, PLAYBOOK_ONE, role_vars)
+    assert proc.returncode != 0 and message in proc.stdout, proc.stdout[-3000:]
+    assert _state(sh, upstream) == baseline
+
+
+PLAYBOOK_UNIT = """
+- name: Render the boot unit as the role would
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Preflight (works out the table, the rules and the device)
+      ansible.builtin.include_role:
+        name: netops.ip_transparency.upstream_default_route
+        tasks_from: preflight.yml
+        public: true
+
+    - name: Render the unit
+      ansible.builtin.template:
+        src: "{{ role_dir }}/templates/netops-upstream-default-route.service.j2"
+        dest: "{{ unit_dest }}"
+        mode: "0644"
+"""
+
+
+def test_the_boot_unit_sets_the_same_rules_and_route_again(upstream, sh, tmp_path):
+    """A reboot comes back in the same state: the unit's ExecStart lines, run on a fresh host, give the table route
+    and the rules the role set; run twice (a restart), they do not duplicate a rule."""
+    sh(upstream, ROUTER)
+    role_vars = dict(SEL_BOTH, upstream_default_route_rule_priority=900)
+    _step(upstream, tmp_path, role_vars)
+    wanted = _state(sh, upstream)
+    unit = tmp_path / "unit.service"
+    proc = _run_role(upstream, tmp_path, PLAYBOOK_UNIT, dict(role_vars, unit_dest=str(unit),
+                     role_dir=os.path.join(ROOT, "roles", "upstream_default_route")))
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    lines = [line.split("=", 1)[1] for line in unit.read_text().splitlines() if line.startswith("ExecStart=")]
+    assert any("ipproto udp sport 53 lookup 101" in line for line in lines), lines
+
+    # a rebooted host: the same links and addresses and the router's route, nothing of the role's
+    _run_role(upstream, tmp_path, PLAYBOOK_ONE, dict(role_vars, upstream_default_route_state="absent"))
+    for _round in (1, 2):
+        for line in lines:
+            sh(upstream, line.lstrip("-"), check=not line.startswith("-"))
+        assert _state(sh, upstream) == wanted

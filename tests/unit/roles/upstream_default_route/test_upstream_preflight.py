@@ -18,6 +18,22 @@ CASES = [
     ("overlap", {"upstream_default_route_client_networks": ["198.18.0.0/15", "192.0.2.0/25"]},
      ["192.0.2.0/24 overlaps 192.0.2.0/25", "directly connected"]),
     ("good", {"upstream_default_route_client_networks": ["198.18.0.0/15", "198.51.100.0/24"]}, None),
+    # selected traffic (issue 14)
+    ("selectors-good", {"upstream_default_route_selectors": [{"protocol": "tcp", "port": 80}, {"protocol": "udp", "port": 53}],
+                        "upstream_default_route_table": 101}, None),
+    ("selectors-main-means-101", {"upstream_default_route_selectors": [{"protocol": "tcp", "port": 80}]}, None),
+    ("selectors-old-kernel", {"upstream_default_route_selectors": [{"protocol": "tcp", "port": 80}], "fake_kernel": "4.16.18-1-amd64"},
+     ["Linux 4.17", "this host runs 4.16.18-1-amd64"]),
+    ("selectors-bad", {"upstream_default_route_selectors": [
+        {"protocol": "tcp", "port": 80}, {"protocol": "icmp", "port": 1}, {"protocol": "udp", "port": 65535}]},
+     ["upstream_default_route_selectors", "icmp", "65535", "tcp or udp"]),
+    ("selectors-dup", {"upstream_default_route_selectors": [
+        {"protocol": "tcp", "port": 80}, {"protocol": "udp", "port": 80}, {"protocol": "tcp", "port": "80"}]},
+     ["more than once", "tcp port 80"]),
+    ("selectors-reserved-table", {"upstream_default_route_selectors": [{"protocol": "tcp", "port": 80}], "upstream_default_route_table": "local"},
+     ["upstream_default_route_table must be a table number other than", "got local"]),
+    ("selectors-priority", {"upstream_default_route_selectors": [{"protocol": "tcp", "port": 80}], "upstream_default_route_rule_priority": 40000},
+     ["upstream_default_route_rule_priority must be 1-32765"]),
 ]
 
 # a refusal names only the offending entries: the good ones of the same list are not in its message
@@ -25,6 +41,8 @@ NOT_NAMED = {
     "host-bits": ["198.18.0.0/15", "198.51.100.0/24"],
     "not-a-prefix": ["198.18.0.0/15", "none"],
     "overlap": ["198.18.0.0/15", "is not a prefix"],
+    "selectors-bad": ['"port": 80'],
+    "selectors-dup": ["udp port 80"],
 }
 
 
