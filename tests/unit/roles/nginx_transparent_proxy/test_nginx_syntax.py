@@ -45,6 +45,10 @@ CASES = {
     "dsr_router_nat_checker": {"nginx_transparent_proxy_services": UDP, "nginx_transparent_proxy_method": "dsr_router_nat"},
     "dsr_origin_nat_inline": {"nginx_transparent_proxy_services": UDP, "nginx_transparent_proxy_method": "dsr_origin_nat",
                               "nginx_transparent_proxy_health_check": False},
+    # one proxy, several methods (issue 14): HTTP and DNS/TCP by ip_transparency, DNS/UDP by DSR
+    "mixed_1_2a_checker": {"nginx_transparent_proxy_services": [RICH[0], dict(RICH[1], method="dsr_router_nat"), RICH[2]]},
+    "mixed_1_2b_inline": {"nginx_transparent_proxy_services": [RICH[0], dict(RICH[1], method="dsr_origin_nat"), RICH[2]] + UDP[1:],
+                          "nginx_transparent_proxy_health_check": False},
     "refused_hash_with_backup": {"nginx_transparent_proxy_health_check": False, "nginx_transparent_proxy_services": [
         {"name": "dns_udp", "protocol": "udp", "port": 53, "balance": "hash", "hash_key": "$remote_addr",
          "upstreams": ["172.16.0.11", {"address": "172.16.0.12", "backup": True}]}]},

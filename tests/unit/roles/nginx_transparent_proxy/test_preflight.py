@@ -96,6 +96,27 @@ CASES = [
         svc(name="web", protocol="tcp", port=80, http=True, balance="least_conn",
             upstreams=[{"address": "172.16.0.11", "weight": 2}, {"address": "172.16.0.12", "backup": True}])]}, None),
     ("good-dsr", {"nginx_transparent_proxy_method": "dsr_router_nat", "nginx_transparent_proxy_services": [svc()]}, None),
+    # one proxy, several methods: the method chosen per service (issue 14)
+    ("unknown-service-method", {"nginx_transparent_proxy_services": [svc(), svc(name="web", protocol="tcp", port=80, method="dsr_magic")]},
+     ["Service web", "method \"dsr_magic\"", "must be one of ip_transparency, dsr_router_nat, dsr_origin_nat"], ["Service dns_udp"]),
+    ("dsr-method-on-a-tcp-service", {"nginx_transparent_proxy_services": [
+        svc(method="dsr_router_nat"), svc(name="dns_tcp", protocol="tcp", method="dsr_router_nat")]},
+     ["Service dns_tcp", "(dsr_router_nat)", "protocol tcp", "works for UDP only"], ["Service dns_udp"]),
+    ("dsr-method-on-an-http-service", {"nginx_transparent_proxy_services": [
+        svc(), svc(name="web", protocol="tcp", port=80, http=True, method="dsr_origin_nat")]},
+     ["Service web", "(dsr_origin_nat)", "http: true", "use ip_transparency"]),
+    ("methods-share-upstream-and-port", {"nginx_transparent_proxy_services": [
+        svc(method="dsr_router_nat", upstreams=["172.16.0.12", "172.16.0.13"]),
+        svc(name="dns_alt", port=5353, upstream_port=53, health_check={"type": "dns"})]},
+     ["Service dns_udp (dsr_router_nat)", "service dns_alt (ip_transparency)", "udp upstream_port 53 on 172.16.0.12",
+      "cannot be told apart"], ["172.16.0.11", "172.16.0.13"]),
+    ("good-mixed-1-2a", {"nginx_transparent_proxy_services": [
+        svc(name="web", protocol="tcp", port=80, http=True), svc(method="dsr_router_nat"), svc(name="dns_tcp", protocol="tcp")]}, None),
+    ("good-mixed-role-dsr-origin", {"nginx_transparent_proxy_method": "dsr_origin_nat", "nginx_transparent_proxy_services": [
+        svc(name="web", protocol="tcp", port=80, http=True, method="ip_transparency"), svc()]}, None),
+    ("good-mixed-other-upstreams", {"nginx_transparent_proxy_services": [
+        svc(method="dsr_router_nat", upstreams=["172.16.0.13"]), svc(name="dns_alt", port=5353, upstream_port=53, health_check={"type": "dns"})]},
+     None),
     ("good-ip-transparency", {"nginx_transparent_proxy_services": [svc(), svc(name="web", protocol="tcp", port=80, http=True)]},
      None),
 ]

@@ -5,8 +5,11 @@ available to these tests: only what is rendered is checked), and the UDP default
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+
+import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", "..", "..", ".."))
@@ -17,6 +20,9 @@ SERVICES = [
      "health_check": {"dns_name": "www.example.com", "dns_type": "A", "dns_rcodes": ["NOERROR"]}},
     {"name": "dns_tcp", "protocol": "tcp", "port": 53, "upstreams": UPSTREAMS},
 ]
+
+
+RENDERED = ("stream.conf", "http.conf", "healthcheck.json", "netops-transparent-proxy.nft", "sysctl.conf")
 
 
 def render(tmp_path, **extra):
@@ -30,7 +36,7 @@ def render(tmp_path, **extra):
             os.path.join(HERE, "render.yml"), "-e", json.dumps(extra)]
     proc = subprocess.run(argv, env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return dict((name, (tmp_path / name).read_text()) for name in ("stream.conf", "http.conf", "healthcheck.json"))
+    return dict((name, (tmp_path / name).read_text()) for name in RENDERED)
 
 
 def block(text, head):
@@ -116,16 +122,107 @@ GOLDEN_CASES = {
     "dsr_router_nat": {"nginx_transparent_proxy_method": "dsr_router_nat",
                        "nginx_transparent_proxy_services": [s for s in SERVICES if s["protocol"] == "udp"]},
     "nginx_plus": {"nginx_transparent_proxy_method": "ip_transparency", "nginx_transparent_proxy_nginx_plus": True},
+    "ip_transparency_egress": {"nginx_transparent_proxy_method": "ip_transparency", "nginx_transparent_proxy_upstream_egress": True},
+    "dsr_router_nat_egress": {"nginx_transparent_proxy_method": "dsr_router_nat", "nginx_transparent_proxy_upstream_egress": True,
+                              "nginx_transparent_proxy_services": [s for s in SERVICES if s["protocol"] == "udp"]},
 }
 
 
+# The one line the per-service methods (issue 14) add to every server block of a single-method configuration.
+SERVICE_COMMENT = re.compile(r"^    # Service [A-Za-z0-9_]+: method (ip_transparency|dsr_router_nat|dsr_origin_nat)\.\n", re.M)
+
+
 def test_string_upstreams_render_byte_for_byte_as_before(tmp_path):
+    # The golden files were rendered by the role before services had their own method: apart from the comment
+    # naming each server block's service and method, a single-method inventory gets the very same files.
     for case, extra in sorted(GOLDEN_CASES.items()):
         (tmp_path / case).mkdir()
         out = render(tmp_path / case, **extra)
         for name, text in out.items():
             with open(os.path.join(GOLDEN, case, name)) as handle:
-                assert text == handle.read(), "%s/%s differs from what the role rendered before" % (case, name)
+                assert SERVICE_COMMENT.sub("", text) == handle.read(), "%s/%s differs from what the role rendered before" % (case, name)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# one proxy, several methods: the method chosen per service (issue 14)
+# ---------------------------------------------------------------------------------------------------------
+
+MIXED_UDP = {"name": "dns_udp", "protocol": "udp", "port": 53, "upstreams": UPSTREAMS,
+             "health_check": {"dns_name": "www.example.com", "dns_type": "A", "dns_rcodes": ["NOERROR"]}}
+MIXED = {
+    # HTTP and DNS over TCP by Method 1, DNS over UDP by Method 2a / 2b, on the same upstreams
+    "mixed_1_2a": {"nginx_transparent_proxy_services": [SERVICES[0], dict(MIXED_UDP, method="dsr_router_nat"), SERVICES[2]]},
+    "mixed_1_2b": {"nginx_transparent_proxy_services": [SERVICES[0], dict(MIXED_UDP, method="dsr_origin_nat"), SERVICES[2]]},
+    # the role's method the DSR one: the TCP services say ip_transparency themselves
+    "mixed_1_2a_egress": {"nginx_transparent_proxy_method": "dsr_router_nat", "nginx_transparent_proxy_upstream_egress": True,
+                          "nginx_transparent_proxy_services": [dict(SERVICES[0], method="ip_transparency"), MIXED_UDP,
+                                                               dict(SERVICES[2], method="ip_transparency")]},
+}
+
+
+def test_mixed_methods_render_as_reviewed(tmp_path):
+    for case, extra in sorted(MIXED.items()):
+        (tmp_path / case).mkdir()
+        out = render(tmp_path / case, **extra)
+        for name, text in out.items():
+            with open(os.path.join(GOLDEN, case, name)) as handle:
+                assert text == handle.read(), "%s/%s differs from the reviewed golden file" % (case, name)
+
+
+def server_blocks(text):
+    return re.findall(r"^server \{\n(.*?)^\}", text, re.M | re.S)
+
+
+def test_every_server_block_starts_with_its_service_and_method(tmp_path):
+    out = render(tmp_path, **MIXED["mixed_1_2a"])
+    firsts = [b.splitlines()[0] for b in server_blocks(out["stream.conf"]) + server_blocks(out["http.conf"])]
+    assert firsts == ["    # Service dns_udp: method dsr_router_nat.", "    # Service dns_tcp: method ip_transparency.",
+                      "    # Service web: method ip_transparency."]
+
+
+def test_mixed_header_names_every_method_and_single_keeps_the_troubleshooters_line(tmp_path):
+    (tmp_path / "mixed").mkdir()
+    (tmp_path / "single").mkdir()
+    mixed = render(tmp_path / "mixed", **MIXED["mixed_1_2b"])
+    assert "# Methods: ip_transparency, dsr_origin_nat.\n" in mixed["stream.conf"]
+    assert "# Method: " not in mixed["stream.conf"] + mixed["http.conf"]
+    assert "Methods: ip_transparency, dsr_origin_nat." in mixed["http.conf"]
+    single = render(tmp_path / "single", nginx_transparent_proxy_method="ip_transparency")
+    assert "\n# Method: ip_transparency.\n" in single["stream.conf"] and "Methods" not in single["stream.conf"]
+
+
+def test_each_service_is_proxied_by_its_own_method(tmp_path):
+    out = render(tmp_path, **MIXED["mixed_1_2a"])
+    blocks = dict((re.search(r"# Service (\w+):", b).group(1), b) for b in server_blocks(out["stream.conf"]) + server_blocks(out["http.conf"]))
+    assert "proxy_bind $remote_addr:$remote_port transparent;" in blocks["dns_udp"] and "proxy_responses 0;" in blocks["dns_udp"]
+    assert "proxy_timeout" not in blocks["dns_udp"] and "proxy_requests" not in blocks["dns_udp"]
+    assert "proxy_bind $remote_addr transparent;" in blocks["dns_tcp"] and "proxy_responses" not in blocks["dns_tcp"]
+    assert "proxy_bind $remote_addr transparent;" in blocks["web"]
+
+
+def test_each_methods_nftables_rules_cover_only_its_services(tmp_path):
+    out = render(tmp_path, **MIXED["mixed_1_2a_egress"])
+    nft = out["netops-transparent-proxy.nft"]
+    prerouting, forward, postrouting = (re.search(r"chain %s \{\n(.*?)\n\t\}" % c, nft, re.S).group(1)
+                                        for c in ("prerouting", "forward", "postrouting"))
+    assert 'comment "web"' in prerouting and 'comment "dns_tcp"' in prerouting and "dns_udp" not in prerouting
+    assert "udp sport 53 accept comment \"dns_udp\"" in forward and "web" not in forward and "dns_tcp" not in forward
+    assert "udp sport 53 return comment \"dns_udp\"" in postrouting and "tcp" not in postrouting
+    assert "net.ipv4.udp_early_demux = 0" in out["sysctl.conf"]
+    (tmp_path / "b").mkdir()
+    only_dsr_origin = render(tmp_path / "b", nginx_transparent_proxy_method="dsr_origin_nat", nginx_transparent_proxy_services=[MIXED_UDP])
+    assert "chain prerouting" not in only_dsr_origin["netops-transparent-proxy.nft"]
+    assert "udp_early_demux" not in only_dsr_origin["sysctl.conf"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("nft") is None, reason="nft -c needs root and nft")
+def test_nft_accepts_every_rendered_table(tmp_path):
+    for case, extra in sorted(list(MIXED.items()) + list(GOLDEN_CASES.items())):
+        (tmp_path / case).mkdir()
+        render(tmp_path / case, **extra)
+        proc = subprocess.run(["nft", "-c", "-f", str(tmp_path / case / "netops-transparent-proxy.nft")],
+                              capture_output=True, text=True, check=False)
+        assert proc.returncode == 0, "%s: %s" % (case, proc.stderr)
 
 
 RICH = [
