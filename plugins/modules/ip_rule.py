@@ -80,19 +80,19 @@ options:
         V(ipv6-icmp), or one from C(/etc/protocols)) or a number 0 to 255. Compared as its number, so V(tcp) equals V(6).
       - Needs Linux 4.17 or later, as do O(sport) and O(dport); an older kernel is refused with an error naming its release.
     type: raw
-    version_added: "0.2.0"
+    version_added: "0.1.0"
   sport:
     description:
       - Source port selector (C(ip rule ... sport PORT)) - a port 1 to 65534 or a range V(LO-HI) (LO not above HI); the kernel refuses port 65535 in a rule.
         V(80) equals V(80-80).
       - Needs O(ipproto) V(tcp), V(udp), V(sctp) or V(dccp).
     type: raw
-    version_added: "0.2.0"
+    version_added: "0.1.0"
   dport:
     description:
       - Destination port selector (C(ip rule ... dport PORT)), as O(sport).
     type: raw
-    version_added: "0.2.0"
+    version_added: "0.1.0"
   table:
     description:
       - Routing table to look up, a number 1 to 4294967295 or a name (V(main), V(local), V(default), or one from
