@@ -71,40 +71,20 @@ def links(ipr):
     return result
 
 
-IP_PROTOCOL_NAMES = {6: "tcp", 17: "udp"}
-
-
-def _port_range(value):
-    """FRA_SPORT_RANGE / FRA_DPORT_RANGE as [start, end] (pyroute2 gives 'start:end'; a mapping is taken too), or None."""
-    if value is None:
-        return None
-    if isinstance(value, dict):
-        return [int(value["start"]), int(value["end"])]
-    start, _sep, end = str(value).partition(":")
-    return [int(start), int(end or start)]
-
-
 def rules(ipr):
-    """The IPv4 policy routing rules, in priority order, as data and as ``ip rule`` lines. ``ipproto`` and ``sport``
-    (the selectors of a rule routing a service's replies by source port; ``ip rule ... ipproto tcp sport 80``) are
-    read from the messages themselves: the rule model keeps them only as foreign selectors."""
+    """The IPv4 policy routing rules, in priority order, as data and as ``ip rule`` lines, with their ``ipproto`` (by
+    name where known) and ``sport`` ([start, end]): the selectors of a rule routing a service's replies by source port
+    (``ip rule ... ipproto tcp sport 80``)."""
     found = []
     for msg in ipr.get_rules(family=AF_INET):
         r = ip_rule.from_netlink(msg)
         if r.family != 4:
             continue
-        proto = attr(msg, "FRA_IP_PROTO")
-        proto = None if proto is None else IP_PROTOCOL_NAMES.get(int(proto), str(proto))
-        sport = _port_range(attr(msg, "FRA_SPORT_RANGE"))
-        line = r.render()
-        # the foreign selectors' names, with their values as ``ip rule`` shows them
-        if proto is not None:
-            line = re.sub(r"(?<= )ip_proto(?= )", "ipproto %s" % proto, line, count=1)
-        if sport is not None:
-            line = re.sub(r"(?<= )sport_range(?= )", "sport %s" % ("%d" % sport[0] if sport[0] == sport[1] else "%d-%d" % tuple(sport)), line, count=1)
-        found.append({"line": line, "priority": r.priority, "fwmark": r.fwmark, "fwmask": r.fwmask, "table": r.table,
-                      "action": r.action, "selectors": bool(r.src or r.dst or r.iif or r.oif or r.foreign),
-                      "ipproto": proto, "sport": sport})
+        found.append({"line": r.render(), "priority": r.priority, "fwmark": r.fwmark, "fwmask": r.fwmask, "table": r.table,
+                      "action": r.action,
+                      "selectors": bool(r.src or r.dst or r.iif or r.oif or r.foreign or r.has_l4_selectors()),
+                      "ipproto": None if r.ipproto is None else ip_rule.protocol_name(r.ipproto),
+                      "sport": None if r.sport is None else list(r.sport)})
     return found
 
 

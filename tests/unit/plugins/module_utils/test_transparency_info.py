@@ -37,9 +37,9 @@ def test_rules_carry_their_protocol_and_source_port_selectors():
                              rule_msg(priority=1002, table=200, FRA_IP_PROTO=132),
                              rule_msg(priority=32766, table=254)])
     found = [(r["priority"], r["ipproto"], r["sport"]) for r in info.rules(ipr)]
-    assert found == [(0, None, None), (1000, "tcp", [80, 80]), (1001, "udp", [5300, 5310]), (1002, "132", None), (32766, None, None)]
+    assert found == [(0, None, None), (1000, "tcp", [80, 80]), (1001, "udp", [5300, 5310]), (1002, "sctp", None), (32766, None, None)]
     assert info.rules(ipr)[1]["table"] == 200 and info.rules(ipr)[1]["selectors"]
     lines = [r["line"] for r in info.rules(ipr)[1:4]]
     assert "ipproto tcp" in lines[0] and "sport 80 " in lines[0] and "ip_proto" not in lines[0] and "sport_range" not in lines[0]
     assert "ipproto udp" in lines[1] and "sport 5300-5310 " in lines[1]
-    assert lines[2] == "1002: from all ipproto 132 lookup 200"
+    assert lines[2] == "1002: from all ipproto sctp lookup 200"
