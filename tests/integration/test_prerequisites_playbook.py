@@ -14,11 +14,9 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # the first play of each (the preflight play) and the name of its first change play
-PLAYBOOKS = {
-    "ip_transparency": "Upstream servers route their replies via the transparent proxy",
-    "dsr_router_nat": "Upstream servers route their replies via the proxy (router NAT)",
-    "dsr_origin_nat": "NGINX as a DSR load balancer; the upstreams answer the clients directly (origin NAT)",
-}
+# every method playbook is site.yml with its method as the default: the upstreams' play comes second
+UPSTREAM_PLAY = "Upstream servers route and rewrite their replies as each service's method asks"
+PLAYBOOKS = {"ip_transparency": UPSTREAM_PLAY, "dsr_router_nat": UPSTREAM_PLAY, "dsr_origin_nat": UPSTREAM_PLAY}
 PREFLIGHT_PLAY = "Check the input of every host before changing any"
 ROUTING = "ip -4 -j route show table all; ip -6 -j route show table all; ip -j rule show"
 

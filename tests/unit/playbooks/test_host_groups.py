@@ -164,7 +164,7 @@ def test_dsr_public_address_is_checked_before_any_change(tmp_path):
         for part in parts:
             assert part in failed[host], failed[host]
     assert "web4" in ran["Check dsr_public_address"], "a good address was not checked"
-    assert "Take the UDP services (DSR carries UDP only)" not in ran, "refused after the preflight went on"
+    assert "Check the upstream's variables against the roles' argument specs" not in ran, "refused after the preflight went on"
 
 
 @pytest.mark.parametrize("playbook", ["dsr_router_nat", "dsr_origin_nat"])
