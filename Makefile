@@ -42,7 +42,7 @@ export PY_COLORS := 0
 export ANSIBLE_NOCOLOR := 1
 
 .PHONY: help host venv compat image lab lab-down demo test unit integration vm vm-kernel sanity lint \
-        collection release-check molecule clean bench
+        collection release-check molecule clean bench lab-ha
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -80,7 +80,11 @@ lab: venv image ## bring the lab up and provision its baseline
 	ansible-playbook lab/up.yml
 	ansible-playbook -i inventories/lab lab/provision.yml
 
-lab-down: venv ## remove the lab
+lab-ha: venv image ## the lab with a keepalived pair of proxies (proxy1, proxy2) in place of the single one: inventories/lab-ha
+	LAB_VARIANT=ha ansible-playbook lab/up.yml
+	ansible-playbook -i inventories/lab-ha lab/provision.yml
+
+lab-down: venv ## remove the lab (either variant)
 	ansible-playbook lab/down.yml
 
 demo: lab ## apply METHOD's playbook to the lab and show what the upstreams saw

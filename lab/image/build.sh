@@ -12,7 +12,7 @@ PACKAGES=(
   systemd systemd-sysv dbus python3 python3-apt python3-pyroute2
   nginx libnginx-mod-stream bind9 bind9-dnsutils curl dnsperf wrk
   iproute2 nftables iptables tcpdump procps iputils-ping kmod
-  openssh-server openssh-client sudo
+  openssh-server openssh-client sudo keepalived
 )
 
 here=$(cd "$(dirname "$0")" && pwd)

@@ -8,12 +8,15 @@ role leaves behind makes them differ."""
 
 import difflib
 import json
+import os
 import re
 import sys
 
 from labcheck import lab_host
 
 LAB_HOSTS = ["client", "proxy", "router", "upstream1", "upstream2", "upstream3", "upstream4"]
+if os.environ.get("LAB_VARIANT") == "ha":  # lab/topology.yml's HA variant: a pair of proxies in place of the single one
+    LAB_HOSTS = [name for name in LAB_HOSTS if name != "proxy"] + ["proxy1", "proxy2"]
 
 DUMP_SCRIPT = r"""
 set -u
@@ -30,12 +33,12 @@ done
 # Docker's embedded DNS rules get new random ports at every container start: the ports are masked.
 echo '## nft ruleset'; nft -s list ruleset | sed -E '/127\.0\.0\.11/s/[0-9]{4,5}/PORT/g'
 echo '## sysctl'
-sysctl net.ipv4.ip_forward net.ipv4.udp_early_demux net.ipv4.conf.all.forwarding
+sysctl net.ipv4.ip_forward net.ipv4.udp_early_demux net.ipv4.conf.all.forwarding net.ipv4.ip_nonlocal_bind
 for f in /proc/sys/net/ipv4/conf/*/rp_filter; do echo "$f $(cat $f)"; done
 echo '## health checker'; systemctl is-active netops-healthcheck.service 2>&1 || true
 echo '## files'
-find /etc/nginx /etc/systemd/system /etc/sysctl.d /etc/ansible/facts.d /etc/nftables.d /etc/netops* \
-     /usr/local/lib/netops* /var/lib/netops* \
+find /etc/nginx /etc/keepalived /etc/systemd/system /etc/sysctl.d /etc/ansible/facts.d /etc/nftables.d /etc/netops* \
+     /usr/local/lib/netops* /usr/local/libexec/netops* /var/lib/netops* \
      -xdev \( -type f -o -type l \) 2>/dev/null | sort | while read -r f; do
   if [ -L "$f" ]; then echo "$f -> $(readlink "$f")"; else sha256sum "$f"; fi
 done
