@@ -8,7 +8,7 @@ on the state the previous one left, for Method 1 (the converge), then 2a and 2b 
   the survivor with the client's address seen at every upstream;
 - the killed proxy comes back (`docker start`: a reboot; its boot units restore its state) under the same load: not
   one query is lost and the survivor keeps the addresses (no preemption);
-- a run of the method's playbook after the return changes nothing on any host (the reboot restored everything);
+- a run of the method's playbook on the proxies after the return changes nothing (the reboot restored everything);
 - all along, a sampler reads both proxies' addresses a few times a second: never do both hold a floating address;
 - at the end, playbooks/teardown.yml gives every host back the state dumped before the converge (prepare.yml).
 
@@ -36,12 +36,12 @@ PROXIES = ["proxy1", "proxy2"]
 HOSTS = ["client", "router", "upstream1", "upstream2", "upstream3", "upstream4"] + PROXIES
 FLOATING = ["192.168.99.10", "172.16.0.1"]
 RATE = 100  # DNS queries a second from the client
-KILL_AT = 3.0  # seconds into the failover load
-FAILOVER_SECONDS = 12.0
+KILL_AT = 2.0  # seconds into the failover load
+FAILOVER_SECONDS = 9.0  # the kill, then MAX_OUTAGE and 4 s that must lose nothing
 MAX_OUTAGE = 3.0  # seconds of answers a failover may cost (issue 15)
 START_AT = 2.0  # seconds into the rejoin load
 READY_WITHIN = 30.0  # the restarted proxy is back (keepalived backup, nginx serving) within this long
-REJOIN_SECONDS = 20.0  # the rejoin load; the proxy must be back at least AFTER_READY before its end
+REJOIN_SECONDS = 12.0  # the rejoin load; the proxy must be back at least AFTER_READY before its end
 AFTER_READY = 3.0
 BASELINE = os.path.join(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent"), "baseline.json")
 FIGURES = {}
@@ -171,8 +171,9 @@ def test_failover_and_rejoin(method, sampler):
         "%s came back %.1f s after its start, after the rejoin load's end: the load did not cover it" % (active, ready - start_time))
     holder = active_proxy()
 
-    # a run after the reboot changes nothing: the boot units restored every piece of state
-    rc, out, changed = labplay.play(method, inventory=INVENTORY)
+    # a run after the reboot changes nothing: the boot units restored every piece of state (on the proxies: the
+    # upstreams were not touched, and the method's converge above checked them)
+    rc, out, changed = labplay.play(method, inventory=INVENTORY, limit="proxy")
     FIGURES[method] = dict(failover, killed=active, rejoin_sent=len(back.records), rejoin_lost=rejoin_lost,
                            rejoin_ready_s=round(ready - start_time, 3), changed_after_rejoin=changed)
     print("%s: %s" % (method, FIGURES[method]))
