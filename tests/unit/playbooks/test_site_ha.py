@@ -45,8 +45,8 @@ def test_a_service_listening_on_the_floating_address_alone_is_refused(tmp_path):
 
 
 def test_nginx_public_address_other_than_the_vip_is_refused(tmp_path):
-    proc, failed, ran = _run(tmp_path, ["lb1", "lb2"], dict(HA, nginx_transparent_proxy_services=[DNS],
-                                                                 nginx_transparent_proxy_public_address="192.0.2.99"))
+    lb_vars = dict(HA, nginx_transparent_proxy_services=[DNS], nginx_transparent_proxy_public_address="192.0.2.99")
+    proc, failed, ran = _run(tmp_path, ["lb1", "lb2"], lb_vars)
     assert proc.returncode != 0
     assert "nginx_transparent_proxy_public_address '192.0.2.99' differs from the pair's floating public address" in failed["lb1"], failed
 
