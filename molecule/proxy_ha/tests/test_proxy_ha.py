@@ -9,7 +9,9 @@ on the state the previous one left, for Method 1 (the converge), then 2a and 2b 
 - the killed proxy comes back (`docker start`: a reboot; its boot units restore its state) under the same load: not
   one query is lost and the survivor keeps the addresses (no preemption);
 - a run of the method's playbook on the proxies after the return changes nothing (the reboot restored everything);
-- all along, a sampler reads both proxies' addresses a few times a second: never do both hold a floating address;
+- all along, a sampler reads both proxies' addresses a few times a second: never do both hold a floating address,
+  and one of them holds each address all along, except from a kill until the survivor takes over (a method switch
+  adds or removes the ports the pair's track script checks: it must never fail on both proxies);
 - at the end, playbooks/teardown.yml gives every host back the state dumped before the converge (prepare.yml).
 
 The figures (outage, queries lost, rejoin) are printed per method."""
@@ -66,22 +68,29 @@ def active_proxy():
 
 class Sampler(object):
     """Reads both proxies' floating addresses every ``every`` seconds in a thread; ``overlaps`` lists the samples where
-    both held the same address."""
+    both held the same address, ``unheld`` those where neither held one of them, with the phase the checks set
+    (``phase``: "switch" while a method playbook runs, "kill" from a kill until the survivor holds the addresses)."""
 
     def __init__(self, every=0.25):
-        self.every, self.samples, self.overlaps = every, 0, []
+        self.every, self.samples, self.overlaps, self.unheld, self.phase = every, 0, [], [], "start"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self):
         while not self._stop.is_set():
+            phase = self.phase
             held = {name: floating_held(name) for name in PROXIES}
             self.samples += 1
             both = set(held["proxy1"]) & set(held["proxy2"])
             if both:
                 self.overlaps.append((time.time(), held))
+            if set(held["proxy1"]) | set(held["proxy2"]) != set(FLOATING):
+                self.unheld.append((phase, time.time(), held))
             self._stop.wait(self.every)
+
+    def unheld_in(self, phase):
+        return [sample for sample in self.unheld if sample[0] == phase]
 
     def stop(self):
         self._stop.set()
@@ -128,11 +137,16 @@ def outage(records, kill_time):
     }
 
 
-def converge(method):
-    """Put the lab on ``method`` (the first, ip_transparency, is the scenario's converge)."""
+def converge(method, sampler):
+    """Put the lab on ``method`` (the first, ip_transparency, is the scenario's converge). While the playbook switches
+    the method (ports added or removed on nginx), one proxy holds the floating addresses all along."""
     if method != "ip_transparency":
+        sampler.phase = "switch-" + method
         rc, out, _changed = labplay.play(method, inventory=INVENTORY)
+        sampler.phase = "after-" + method
         assert rc == 0, out[-6000:]
+        unheld = sampler.unheld_in("switch-" + method)
+        assert not unheld, "during the switch to %s, a floating address was held by neither proxy: %s" % (method, unheld[:5])
 
 
 def check_http_through(proxy):
@@ -145,7 +159,7 @@ def check_http_through(proxy):
 
 @pytest.mark.parametrize("method", ["ip_transparency", "dsr_router_nat", "dsr_origin_nat"])
 def test_failover_and_rejoin(method, sampler):
-    converge(method)
+    converge(method, sampler)
     active = active_proxy()
     survivor = [name for name in PROXIES if name != active][0]
 
@@ -153,9 +167,11 @@ def test_failover_and_rejoin(method, sampler):
     with faultload.load(FAILOVER_SECONDS, rate=RATE) as run:
         run.wait_until(KILL_AT)
         kill_time = time.time()
+        sampler.phase = "kill"
         subprocess.run(["docker", "kill", "ipt-" + active], check=True, capture_output=True)
     failover = outage(run.records, kill_time)
     assert active_proxy() == survivor
+    sampler.phase = "rejoin-" + method
     if method == "ip_transparency":
         check_http_through(survivor)
 
@@ -184,6 +200,10 @@ def test_failover_and_rejoin(method, sampler):
     assert rejoin_lost == 0, FIGURES[method]
     assert holder == survivor, "the returning %s took the addresses back: %s" % (active, FIGURES[method])
     assert not any(changed.values()), "the run after the return changed %s" % changed
+    # a minute after the return, past any preempt delay: the survivor still holds the addresses (nopreempt)
+    assert active_proxy() == survivor, "the returning %s took the addresses back after the re-run" % active
+    unheld = sampler.unheld_in("rejoin-" + method)
+    assert not unheld, "after the return of %s, a floating address was held by neither proxy: %s" % (active, unheld[:5])
     assert not sampler.overlaps, "both proxies held a floating address: %s" % sampler.overlaps[:5]
 
 

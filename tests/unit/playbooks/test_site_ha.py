@@ -36,12 +36,26 @@ def test_a_pair_of_one_proxy_is_refused_before_any_change(tmp_path):
     assert any("proxy_ha :" in task for task in ran), sorted(ran)
 
 
-def test_a_service_listening_on_the_floating_address_alone_is_refused(tmp_path):
-    services = [DNS, dict(DNS, name="dns_vip", port=5353, listen_address="192.0.2.10")]
+def test_a_service_listening_on_one_address_is_refused(tmp_path):
+    """Not on the VIP (absent from the backup), not on any other address (the track script would never pass)."""
+    services = [DNS, dict(DNS, name="dns_vip", port=5353, listen_address="192.0.2.10"),
+                dict(DNS, name="dns_own", port=5354, listen_address="192.0.2.11")]
     proc, failed, ran = _run(tmp_path, ["lb1", "lb2"], dict(HA, nginx_transparent_proxy_services=services))
     assert proc.returncode != 0
     for host in ("lb1", "lb2"):
-        assert failed[host].startswith("dns_vip: listen_address 192.0.2.10 is the pair's floating address"), failed
+        assert failed[host].startswith("dns_vip, dns_own: a pair of proxies serves on its floating address 192.0.2.10"), failed
+
+
+def test_upstreams_routing_via_anything_but_the_floating_gateway_are_refused(tmp_path):
+    inventory = _inventory(tmp_path, web_vars={"upstream_default_route_gateway": "198.51.100.2"})
+    data = json.loads(open(inventory).read())
+    data["all"]["children"]["lb"]["hosts"] = {"lb1": {}, "lb2": {}}
+    data["all"]["children"]["lb"]["vars"] = dict(HA, nginx_transparent_proxy_services=[DNS])
+    open(inventory, "w").write(json.dumps(data))
+    proc = _ansible_playbook(tmp_path, inventory, "site", *RENAMED + ["--limit", "web1"])
+    print(proc.stdout[-4000:])
+    failed, _ran = _failures(proc.stdout)
+    assert "upstream_default_route_gateway '198.51.100.2' is not the pair's floating gateway proxy_ha_private_vip '198.51.100.1'" in failed["web1"], failed
 
 
 def test_nginx_public_address_other_than_the_vip_is_refused(tmp_path):
@@ -55,5 +69,7 @@ def test_without_the_ha_variables_two_proxies_work_on_their_own(tmp_path):
     """No proxy_ha_public_vip: no pair checks run (the nginx preflight then refuses these local hosts for their own
     reasons, which shows the run went past the pair's checks)."""
     proc, failed, ran = _run(tmp_path, ["lb1", "lb2"], {"nginx_transparent_proxy_services": [DNS]})
-    assert "Check the pair's input" not in ran or not ran["Check the pair's input"], sorted(ran)
+    assert ran.get("Decide whether the proxies are a keepalived pair") == {"lb1", "lb2"}, sorted(ran)
+    assert not any("proxy_ha :" in task for task in ran), sorted(ran)
+    assert any("nginx_transparent_proxy :" in task for task in ran), sorted(ran)
     assert not any("VRRP" in message for message in failed.values()), failed
