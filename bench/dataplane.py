@@ -41,7 +41,7 @@ from common import REPO, VENV_PYTHON, BenchError, MachineLoad, loadavg, sh
 UPSTREAMS = ["172.16.0.11", "172.16.0.12", "172.16.0.13", "172.16.0.14"]
 VIP = "192.168.99.10"
 CLIENT = "ipt-client"
-PROXY = "ipt-proxy"
+PROXY = "ipt-lb"
 UPSTREAM_HOSTS = ["ipt-upstream%d" % i for i in range(1, 5)]
 BENCH_STREAM = "/etc/nginx/modules-enabled/99-netops-bench-stream.conf"
 BENCH_HTTP = "/etc/nginx/conf.d/netops-bench-http.conf"
@@ -241,7 +241,8 @@ class DropCounters(object):
         values = {}
         for name, pid in self.pids.items():
             for key, value in _udp_and_drops(pid).items():
-                short = "upstreams" if name.startswith("ipt-upstream") else name[4:]
+                # the proxy's counters keep their role's name (proxy_...), as in earlier results
+                short = "upstreams" if name.startswith("ipt-upstream") else "proxy" if name == PROXY else name[4:]
                 values["%s_%s" % (short, key)] = values.get("%s_%s" % (short, key), 0) + value
         for key, value in _udp_and_drops(None).items():
             values["host_" + key] = value

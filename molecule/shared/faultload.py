@@ -230,7 +230,7 @@ def probe_from_proxy(upstream):
     nothing comes back) and ``dns`` (a query to port 53: "answer", "refused" with the DNS server stopped,
     "timeout"; with origin NAT (2b) the upstream rewrites even its replies to the proxy, which then drops
     them: "timeout" there when all is well), and ``dns_local``, the DNS server asked on the upstream itself."""
-    proxy, address = labcheck.lab_host("proxy"), labcheck.UPSTREAMS[upstream]
+    proxy, address = labcheck.lab_host("lb"), labcheck.UPSTREAMS[upstream]
     ping = proxy.run("ping -n -c 1 -W 1 %s" % address)
     return {
         "ping": "bytes from %s" % address in ping.stdout,
@@ -349,7 +349,7 @@ def wait_back(upstream, within=RETURN_WITHIN):
 
 def read_checker_state():
     """The health checker's state file on the proxy as a dict, None without one."""
-    out = labcheck.lab_host("proxy").run("cat %s" % STATE_FILE)
+    out = labcheck.lab_host("lb").run("cat %s" % STATE_FILE)
     if out.rc != 0:
         return None
     try:
@@ -474,14 +474,14 @@ def analyse_reloads(records, reload_times):
 
 def assert_method(method):
     """The proxy runs ``method`` (its stream configuration names it), so that figures are not mislabelled."""
-    conf = labcheck.lab_host("proxy").check_output("nginx -T 2>/dev/null")
+    conf = labcheck.lab_host("lb").check_output("nginx -T 2>/dev/null")
     assert "# Method: %s." % method in conf, "the proxy does not run %s" % method
 
 
 def nginx_workers(serving=True):
     """PIDs of the nginx workers on the proxy: those serving (``serving``) or those shutting down after a reload
     but still holding sessions of their own."""
-    out = labcheck.lab_host("proxy").check_output("ps -o pid=,args= --ppid $(cat /run/nginx.pid)")
+    out = labcheck.lab_host("lb").check_output("ps -o pid=,args= --ppid $(cat /run/nginx.pid)")
     return {line.split()[0] for line in out.splitlines() if ("shutting down" in line) != serving}
 
 
@@ -535,7 +535,7 @@ def check_reloads_under_load(method, in_flight_allowance=0):
     load: not one query lost (or, with ``in_flight_allowance`` N, at most N per reload, never two in a row), and
     the workers were really replaced. Prints one line starting with "health"."""
     assert_method(method)
-    proxy = labcheck.lab_host("proxy")
+    proxy = labcheck.lab_host("lb")
     workers_before = nginx_workers()
     began = time.time()
     reloads = []

@@ -114,7 +114,7 @@ def assert_probe_seen_from_client(client):
 
 def assert_workers_least_privilege():
     """nginx workers on the proxy never run as root and hold only CAP_NET_RAW (what proxy_bind transparent needs)."""
-    proxy = lab_host("proxy")
+    proxy = lab_host("lb")
     workers = proxy.check_output("ps -o pid=,user= --ppid $(cat /run/nginx.pid)").splitlines()
     assert workers, "no nginx worker"
     for line in workers:

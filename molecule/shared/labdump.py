@@ -14,9 +14,9 @@ import sys
 
 from labcheck import lab_host
 
-LAB_HOSTS = ["client", "proxy", "router", "upstream1", "upstream2", "upstream3", "upstream4"]
+LAB_HOSTS = ["client", "lb", "router", "upstream1", "upstream2", "upstream3", "upstream4"]
 if os.environ.get("LAB_VARIANT") == "ha":  # lab/topology.yml's HA variant: a pair of proxies in place of the single one
-    LAB_HOSTS = [name for name in LAB_HOSTS if name != "proxy"] + ["proxy1", "proxy2"]
+    LAB_HOSTS = [name for name in LAB_HOSTS if name != "lb"] + ["proxy1", "proxy2"]
 
 DUMP_SCRIPT = r"""
 set -u

@@ -17,7 +17,7 @@ SUSTAINED_RUNS = 12  # x 100 queries = 1,200 queries
 
 
 def proxy():
-    return labcheck.lab_host("proxy")
+    return labcheck.lab_host("lb")
 
 
 def test_nginx_spoofs_client_address_and_port_and_expects_no_responses():

@@ -17,7 +17,7 @@ COUNTER_TABLE = "netops_verify_dsr"
 
 
 def proxy():
-    return labcheck.lab_host("proxy")
+    return labcheck.lab_host("lb")
 
 
 def dig_short(host, target, name="www.example.com"):

@@ -42,7 +42,7 @@ def test_only_the_upstreams_service_replies_are_marked_and_delivered_on_the_prox
     the proxy's own sockets, where nginx's transparent upstream sockets take them (positive control); from another
     port, from a private address that is not an upstream, nothing is delivered on the proxy, nor forwarded to the
     client."""
-    proxy, upstream = labcheck.lab_host("proxy"), labcheck.lab_host("upstream1")
+    proxy, upstream = labcheck.lab_host("lb"), labcheck.lab_host("upstream1")
     src, port = labcheck.UPSTREAMS["upstream1"], labcheck.probe_port()
     controls = [labcheck.packet("udp", src, 53, labcheck.CLIENT, port, "control"),
                 labcheck.packet("tcp", src, 80, labcheck.CLIENT, port)]
@@ -75,4 +75,4 @@ def test_the_proxy_does_not_forward():
     """Method 1 needs no forwarding (upstream egress is off in the lab): ip_forward stays 0, and no client packet
     reaches the private network through the proxy (positive control via the lab router)."""
     labcheck.assert_client_cannot_reach_private_network_via_proxy()
-    assert labcheck.lab_host("proxy").check_output("sysctl -n net.ipv4.ip_forward") == "0", "the proxy forwards"
+    assert labcheck.lab_host("lb").check_output("sysctl -n net.ipv4.ip_forward") == "0", "the proxy forwards"

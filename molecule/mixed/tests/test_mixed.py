@@ -112,8 +112,8 @@ def counters(rules):
 # VIP or from any other source.
 REPLY = "ip daddr %s udp sport 53" % CLIENT
 REPLY_PATH = {
-    "proxy": {"replies_in": ("prerouting", REPLY), "replies_forwarded": ("forward", REPLY),
-              "replies_to_nginx": ("input", REPLY)},
+    "lb": {"replies_in": ("prerouting", REPLY), "replies_forwarded": ("forward", REPLY),
+           "replies_to_nginx": ("input", REPLY)},
     "router": {"replies_forwarded": ("forward", "ip saddr %s %s" % (VIP, REPLY))},
     "client": {"from_vip": ("input", 'iifname != "lo" ip saddr %s udp sport 53' % VIP),
                "from_other": ("input", 'iifname != "lo" ip saddr != %s udp sport 53' % VIP)},
@@ -161,8 +161,8 @@ def test_1_2a_dns_over_udp_by_router_nat_under_load():
     router."""
     labcheck.assert_probe_seen_from_client(client())
     figures, seen = check_dns_over_udp_under_load()
-    assert seen["proxy"]["replies_forwarded"] >= figures["answered"], "the replies were not forwarded by the proxy"
-    assert seen["proxy"]["replies_to_nginx"] == 0, "replies reached the proxy's own sockets (nginx)"
+    assert seen["lb"]["replies_forwarded"] >= figures["answered"], "the replies were not forwarded by the proxy"
+    assert seen["lb"]["replies_to_nginx"] == 0, "replies reached the proxy's own sockets (nginx)"
     assert seen["router"]["replies_forwarded"] == 0, "replies went via the lab router"
 
 
@@ -343,7 +343,7 @@ def test_moving_dns_over_udp_to_origin_nat_loses_nothing_on_http_and_dns_over_tc
     print("DNS over UDP (the moved service) lost %d of %d queries during the move (informational)"
           % (len(failed.get("dns_udp", [])), len(kinds.get("dns_udp", []))))
     assert rc == 0, "the move failed:\n%s" % out[-6000:]
-    assert all(changed.get(name) for name in ["proxy"] + list(labcheck.UPSTREAMS)), \
+    assert all(changed.get(name) for name in ["lb"] + list(labcheck.UPSTREAMS)), \
         "the move changed nothing on some host (%s): DNS over UDP was not moved" % changed
     for kind in ("http", "dns_tcp"):
         assert len(during.get(kind, [])) >= 10, "too few %s requests during the move to tell: %d" % (kind, len(during.get(kind, [])))
@@ -361,7 +361,7 @@ def test_1_2b_dns_over_udp_by_origin_nat_under_load():
     labcheck.assert_probe_seen_from_client(client())
     figures, seen = check_dns_over_udp_under_load()
     assert seen["router"]["replies_forwarded"] >= figures["answered"], "the replies did not go via the lab router"
-    assert seen["proxy"]["replies_in"] == 0, "%d replies passed through the proxy" % seen["proxy"]["replies_in"]
+    assert seen["lb"]["replies_in"] == 0, "%d replies passed through the proxy" % seen["lb"]["replies_in"]
 
 
 def test_1_2b_http_shows_the_client_at_all_four_upstreams():
@@ -391,7 +391,7 @@ def changed_tasks(out):
 def test_a_second_run_of_the_moved_mix_changes_nothing():
     rc, out, changed = labplay.play("mixed", MOVED)
     assert rc == 0, out[-6000:]
-    assert set(changed) >= {"proxy"} | set(labcheck.UPSTREAMS), "hosts missing from the recap: %s" % changed
+    assert set(changed) >= {"lb"} | set(labcheck.UPSTREAMS), "hosts missing from the recap: %s" % changed
     assert not any(changed.values()), "the second run changed %s: %s" % (changed, changed_tasks(out))
 
 

@@ -87,7 +87,7 @@ def nft_tables(host):
 
 def test_baseline_dumps():
     STATE["baseline"] = labdump.dump_all()
-    proxy = STATE["baseline"]["proxy"]
+    proxy = STATE["baseline"]["lb"]
     assert "## nft ruleset" in proxy and "## ip -4 rule" in proxy
     assert "lookup 100" not in proxy, "the lab is not fresh: a method is applied"
 
@@ -190,7 +190,7 @@ def bad_runs():
     and one upstream to keep it short; then one dump of those hosts."""
     with ThreadPoolExecutor(max_workers=4) as pool:
         runs = list(pool.map(lambda b: play(b[1], b[2], limit="proxy,upstream1"), BAD_INPUTS))
-    return {b[0]: run for b, run in zip(BAD_INPUTS, runs)}, labdump.dump_all(["proxy", "upstream1"])
+    return {b[0]: run for b, run in zip(BAD_INPUTS, runs)}, labdump.dump_all(["lb", "upstream1"])
 
 
 @pytest.mark.parametrize("case,message", [(b[0], b[3]) for b in BAD_INPUTS], ids=[b[0] for b in BAD_INPUTS])
@@ -213,7 +213,7 @@ def test_failure_half_way_leaves_nginx_untouched_and_is_safe_to_rerun(host):
     # Valid for the preflights, rejected by `nginx -t`: the upstreams and the proxy's network side are
     # already changed when the handler fails, so nginx is never reloaded with it. The next test re-runs the
     # playbook with good input on this half-configured lab and checks that everything works.
-    proxy = labcheck.lab_host("proxy")
+    proxy = labcheck.lab_host("lb")
     nginx_before = proxy.check_output("systemctl is-active nginx || true")
     pid_before = proxy.check_output("cat /run/nginx.pid 2>/dev/null || true")
     rc, out, _changed = play("ip_transparency", _services(proxy_timeout="not-a-time"))
@@ -245,7 +245,7 @@ def test_hand_edited_nft_table_is_repaired_and_check_mode_reports_it(host):
     """Issue 13, defect 5: the proxy's nftables table edited by hand (a rule added, the upstreams set widened)
     is seen by a re-run, reported without change in check mode (with the before/after in --diff), repaired by a
     real run (reported as a change), and a second run changes nothing."""
-    proxy = labcheck.lab_host("proxy")
+    proxy = labcheck.lab_host("lb")
     wanted = nft_table(proxy)
     proxy.check_output("nft 'add rule %s prerouting udp sport 5353 meta mark set 0x1 comment \"hand_edit\"'" % NFT_TABLE)
     proxy.check_output("nft 'add element %s upstreams { 172.16.0.99 }'" % NFT_TABLE)
@@ -254,14 +254,14 @@ def test_hand_edited_nft_table_is_repaired_and_check_mode_reports_it(host):
 
     rc, out, changed = play("ip_transparency", check=True, diff=True, limit="proxy")
     assert rc == 0, out[-6000:]
-    assert changed.get("proxy"), "check mode did not report the hand-edited table:\n" + out[-6000:]
+    assert changed.get("lb"), "check mode did not report the hand-edited table:\n" + out[-6000:]
     assert re.search(r"^-.*hand_edit", out, re.M), "no before/after of the table in the diff:\n" + out[-6000:]
     assert nft_table(proxy) == edited, "check mode touched the table"
 
     rc, out, changed = play("ip_transparency", limit="proxy")
     assert rc == 0, out[-6000:]
     lines = [line for line in out.splitlines() if line.startswith("changed:")]
-    assert changed.get("proxy") == 1, "the repair should be the only change: %s\n%s" % (changed, "\n".join(lines))
+    assert changed.get("lb") == 1, "the repair should be the only change: %s\n%s" % (changed, "\n".join(lines))
     assert nft_table(proxy) == wanted, "the table was not repaired:\n" + nft_table(proxy)
     assert_idempotent("ip_transparency")
 
@@ -270,23 +270,23 @@ def test_switch_to_2a_router_nat(host):
     applied("dsr_router_nat")
     dns_sees_client(host)
     labcheck.assert_workers_least_privilege()
-    proxy = labcheck.lab_host("proxy")
+    proxy = labcheck.lab_host("lb")
     assert "fwmark" not in proxy.check_output("ip -4 rule show"), "Method 1's fwmark rule is left"
     assert not proxy.check_output("ip -4 route show table 100"), "Method 1's local route is left"
     assert "meta mark set" not in proxy.check_output("nft list ruleset"), "Method 1's marking is left"
     assert_idempotent("dsr_router_nat")
     # the proxy's rewrite of the upstreams' replies (its public interface) comes back at boot
-    assert_dsr_survives_reboot(host, "proxy", labcheck.VIP)
+    assert_dsr_survives_reboot(host, "lb", labcheck.VIP)
 
 
 def test_switch_to_2b_origin_nat(host):
     applied("dsr_origin_nat")
     dns_sees_client(host)
     labcheck.assert_workers_least_privilege()
-    proxy = labcheck.lab_host("proxy")
-    base = STATE["baseline"]["proxy"]
+    proxy = labcheck.lab_host("lb")
+    base = STATE["baseline"]["lb"]
     assert not [t for t in nft_tables(proxy) if t.startswith("table netdev")], "2a's NAT table is left on the proxy"
-    now = labdump.dump("proxy")
+    now = labdump.dump("lb")
     for key in ("net.ipv4.ip_forward", "net.ipv4.udp_early_demux"):
         assert re.search(r"^%s = .*$" % re.escape(key), now, re.M).group(0) == \
             re.search(r"^%s = .*$" % re.escape(key), base, re.M).group(0), "2a's %s is left" % key
@@ -344,7 +344,7 @@ def assert_dsr_survives_reboot(client, name, address):
 
 
 def test_method_1_survives_reboot_of_proxy_and_upstream(host):
-    for name, unit in (("proxy", "netops-transparent-proxy.service"), ("upstream1", "netops-upstream-default-route.service")):
+    for name, unit in (("lb", "netops-transparent-proxy.service"), ("upstream1", "netops-upstream-default-route.service")):
         state = _reboot(name)
         failed = labcheck.lab_host(name).check_output("systemctl --failed --no-legend --plain || true")
         print("%s booted: %s %s" % (name, state, failed))

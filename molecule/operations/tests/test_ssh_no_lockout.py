@@ -36,7 +36,7 @@ SSH_ENV = {"ANSIBLE_SSH_ARGS": "-o ControlMaster=no -o ControlPersist=no -o Conn
 KEY = os.path.join(ROOT, "lab", ".state", "ssh", "id_ed25519")
 CONTROLLER = "10.250.0.254"
 MANAGEMENT = {
-    "proxy": "10.250.0.10",
+    "lb": "10.250.0.10",
     "upstream1": "10.250.0.11",
     "upstream2": "10.250.0.12",
     "upstream3": "10.250.0.13",
@@ -86,7 +86,7 @@ def logins():
 
 def test_baseline_and_sshd_on_the_management_address_only():
     STATE["baseline"] = labdump.dump_all()
-    assert "lookup 100" not in STATE["baseline"]["proxy"], "the lab is not in its baseline: a method is applied"
+    assert "lookup 100" not in STATE["baseline"]["lb"], "the lab is not in its baseline: a method is applied"
     for name, address in MANAGEMENT.items():
         host = labcheck.lab_host(name)
         listening = set(host.check_output("ss -H -t -l -n -p | grep sshd | awk '{print $4}'").split())

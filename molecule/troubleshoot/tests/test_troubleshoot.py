@@ -49,7 +49,7 @@ def lost_at(report):
 
 
 def proxy():
-    return labcheck.lab_host("proxy")
+    return labcheck.lab_host("lb")
 
 
 @pytest.fixture()
@@ -64,14 +64,14 @@ def test_healthy_lab_gives_a_clean_report(method_ip_transparency):
     assert report["config"]["method"] == "ip_transparency"
     assert report["problems"] == [], "a healthy lab reported problems: %s" % report["problems"]
     checks = {(f["host"], f["check"]) for f in report["findings"]}
-    for expected in [("proxy", "fwmark_rule"), ("proxy", "local_route"), ("proxy", "reply_marking"), ("proxy", "nginx_transparent"),
-                     ("proxy", "nginx_workers"), ("proxy", "rp_filter"), ("proxy", "reachability"),
+    for expected in [("lb", "fwmark_rule"), ("lb", "local_route"), ("lb", "reply_marking"), ("lb", "nginx_transparent"),
+                     ("lb", "nginx_workers"), ("lb", "rp_filter"), ("lb", "reachability"),
                      ("upstream1", "default_route"), ("upstream4", "rp_filter"), ("upstream2", "overlapping_networks")]:
         assert expected in checks, "check %s did not run" % (expected,)
     assert len(report["traces"]) == 4, "one probe per upstream was expected: %s" % report["traces"]
     for trace in report["traces"]:
         assert trace["ok"], trace["verdict"]
-        assert [h["host"] for h in trace["hops"]][:2] == ["client", "proxy"]
+        assert [h["host"] for h in trace["hops"]][:2] == ["client", "lb"]
         assert len(trace["hops"]) == 8, trace["hops"]
 
 
@@ -82,10 +82,10 @@ def test_missing_fwmark_rule_is_named_on_the_proxy_and_the_trace_loses_replies_t
         report = troubleshoot()
     finally:
         p.check_output("ip rule add priority 100 fwmark 1 lookup 100")
-    found = problems(report, "fwmark_rule", "proxy")
+    found = problems(report, "fwmark_rule", "lb")
     assert found and "fwmark 0x1" in found[0]["problem"], report["problems"]
-    assert {f["host"] for f in report["problems"]} == {"proxy"}, report["problems"]
-    assert lost_at(report) == {"proxy"}, [t["verdict"] for t in report["traces"]]
+    assert {f["host"] for f in report["problems"]} == {"lb"}, report["problems"]
+    assert lost_at(report) == {"lb"}, [t["verdict"] for t in report["traces"]]
     assert all(t["hops"][-1]["stage"].startswith("reply received by the proxy") for t in report["traces"])
 
 
@@ -97,7 +97,7 @@ def test_nginx_without_transparent_is_named_on_the_proxy(method_ip_transparency)
         report = troubleshoot("-e", "troubleshoot_trace=false")
     finally:
         p.check_output("cp /root/ts-http.conf %s && rm /root/ts-http.conf && nginx -s reload" % conf)
-    found = problems(report, "nginx_transparent", "proxy")
+    found = problems(report, "nginx_transparent", "lb")
     assert len(found) == 1 and "http (tcp/80)" in found[0]["problem"], report["problems"]
     assert "transparent" in found[0]["fix"]
 
@@ -140,7 +140,7 @@ def test_strict_rp_filter_on_a_multihomed_upstream_is_named():
 
 def test_overlapping_client_and_upstream_networks_are_named():
     report = troubleshoot("-e", '{"troubleshoot_client_networks": ["172.16.0.0/16"]}', "-e", "troubleshoot_trace=false")
-    assert problems(report, "overlapping_networks", "proxy"), report["problems"]
+    assert problems(report, "overlapping_networks", "lb"), report["problems"]
     for name in labcheck.UPSTREAMS:
         found = problems(report, "overlapping_networks", name)
         assert found and "172.16.0.0/16" in " ".join(found[0]["evidence"]), report["problems"]
@@ -164,8 +164,8 @@ def test_router_nat_healthy_then_nat_rule_removed_is_named_on_the_proxy():
         report = troubleshoot()
     finally:
         p.check_output("nft -f - <<'EOF'\n%s\nEOF" % saved)
-    found = problems(report, "router_nat", "proxy")
+    found = problems(report, "router_nat", "lb")
     assert found and "not rewritten to %s" % labcheck.VIP in found[0]["problem"], report["problems"]
-    assert {f["host"] for f in report["problems"]} == {"proxy"}, report["problems"]
-    assert lost_at(report) == {"proxy"}, [t["verdict"] for t in report["traces"]]
+    assert {f["host"] for f in report["problems"]} == {"lb"}, report["problems"]
+    assert lost_at(report) == {"lb"}, [t["verdict"] for t in report["traces"]]
     assert any("not rewritten to %s" % labcheck.VIP in t["verdict"] for t in report["traces"]), [t["verdict"] for t in report["traces"]]
