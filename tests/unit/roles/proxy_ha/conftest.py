@@ -1,20 +1,18 @@
 """The proxy_ha tests' harness: a VRRP pair is two hosts, so every case here is a group of two inventory hosts
 (the case's host and its peer) with the case's role variables, and each host's network facts given as
 `fake_interfaces`: the lab's proxy1 / proxy2 unless the case says otherwise. One ansible-playbook run for every
-case (preflight.yml); the refusals are read as tests/unit/roles/conftest.py reads them."""
+case (preflight.yml), run by tests/unit/roles/conftest.py's run_inventory."""
 
 import copy
-import json
+import functools
 import os
 import re
-import subprocess
 import sys
 import types
 
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.abspath(os.path.join(HERE, "..", "..", "..", ".."))
 
 
 def iface(device, address, *secondaries):
@@ -37,35 +35,15 @@ def group_name(case):
     return "pair_" + re.sub(r"[^A-Za-z0-9_]", "_", case)
 
 
-def run_pairs(tmp, pairs, extra_vars=None):
-    """``pairs``: [(group, {host: host variables}, group variables)]. Runs preflight.yml over them; returns
-    ({host: the messages it failed with}, the run's stdout). Asserts every host ran (the recap names them all)."""
+def run_pairs(run_inventory, tmp, pairs, extra_vars=None):
+    """``pairs``: [(group, {host: host variables}, group variables)]. Runs preflight.yml over them (the parent
+    conftest's run_inventory); returns ({host: the messages it failed with}, the run's stdout)."""
     inventory = {"all": {"children": {}}}
-    names = []
     for group, hosts, variables in pairs:
-        members = {}
-        for host, host_vars in hosts.items():
-            members[host] = dict({"ansible_connection": "local", "ansible_python_interpreter": sys.executable}, **host_vars)
-            names.append(host)
+        members = {host: dict({"ansible_connection": "local", "ansible_python_interpreter": sys.executable}, **host_vars)
+                   for host, host_vars in hosts.items()}
         inventory["all"]["children"][group] = {"hosts": members, "vars": variables}
-    (tmp / "inventory.json").write_text(json.dumps(inventory))
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".collections"), ANSIBLE_NOCOLOR="1",
-               ANSIBLE_LOCALHOST_WARNING="false", ANSIBLE_HOST_KEY_CHECKING="false", ANSIBLE_FORKS="16",
-               ANSIBLE_CALLBACK_RESULT_FORMAT="json", LC_ALL="C.UTF-8")
-    env.pop("ANSIBLE_CONFIG", None)
-    argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", str(tmp / "inventory.json"),
-            os.path.join(HERE, "preflight.yml")]
-    if extra_vars:
-        argv += ["-e", json.dumps(extra_vars)]
-    proc = subprocess.run(argv, env=env, cwd=str(tmp), capture_output=True, text=True, timeout=300, check=False)
-    failed = {}
-    for match in re.finditer(r"^(?:fatal|failed): \[([^\]]+)\].*? => (\{.*\})$", proc.stdout, re.M):
-        message = json.loads(match.group(2)).get("msg", "")
-        if message != "One or more items failed":
-            failed[match.group(1)] = (failed.get(match.group(1), "") + " " + message).strip()
-    recap = set(re.findall(r"^(\S+)\s+: ok=", proc.stdout, re.M))
-    assert recap == set(names), proc.stdout[-3000:] + proc.stderr[-3000:]
-    return failed, proc.stdout
+    return run_inventory(tmp, os.path.join(HERE, "preflight.yml"), inventory, forks=16, extra_vars=extra_vars)
 
 
 def pair(case, variables=None, this=None, peer=None, hosts=None):
@@ -80,6 +58,6 @@ def pair(case, variables=None, this=None, peer=None, hosts=None):
 
 
 @pytest.fixture(scope="session")
-def harness():
-    return types.SimpleNamespace(run_pairs=run_pairs, pair=pair, iface=iface, group_name=group_name,
+def harness(run_inventory):
+    return types.SimpleNamespace(run_pairs=functools.partial(run_pairs, run_inventory), pair=pair, iface=iface, group_name=group_name,
                                  PROXY1=PROXY1, PROXY2=PROXY2, LAB_VARS=LAB_VARS)
