@@ -13,9 +13,11 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), 
 
 
 def _run_inventory(tmp, playbook, inventory, forks=8, extra_vars=None):
-    """Run ``playbook`` on the controller over ``inventory`` (a dict as `ansible-inventory --list` reads it, every host
-    local); returns ({host: the messages it failed with}, the run's stdout), and asserts every host ran (the recap
-    names them all)."""
+    """Run ``playbook`` on the controller over ``inventory`` (a dict as `ansible-inventory --list` reads it; every host
+    is made local, with this Python); returns ({host: the messages it failed with}, the run's stdout), and asserts
+    every host ran (the recap names them all)."""
+    inventory = dict(inventory, all=dict(inventory["all"], vars=dict(
+        inventory["all"].get("vars", {}), ansible_connection="local", ansible_python_interpreter=sys.executable)))
     hosts = set()
     groups = [inventory["all"]]
     while groups:
@@ -45,12 +47,7 @@ def _run_inventory(tmp, playbook, inventory, forks=8, extra_vars=None):
 def _run_preflight(tmp, playbook, cases, base):
     """Run ``playbook`` over one local host per case (``base`` updated with the case's variables); returns
     {host: the messages it failed with}."""
-    hosts = {}
-    for case, variables, _parts in cases:
-        host = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
-        host.update(base)
-        host.update(variables)
-        hosts[case] = host
+    hosts = {case: dict(base, **variables) for case, variables, _parts in cases}
     return _run_inventory(tmp, playbook, {"all": {"hosts": hosts}})[0]
 
 

@@ -7,7 +7,6 @@ import copy
 import functools
 import os
 import re
-import sys
 import types
 
 import pytest
@@ -40,9 +39,7 @@ def run_pairs(run_inventory, tmp, pairs, extra_vars=None):
     conftest's run_inventory); returns ({host: the messages it failed with}, the run's stdout)."""
     inventory = {"all": {"children": {}}}
     for group, hosts, variables in pairs:
-        members = {host: dict({"ansible_connection": "local", "ansible_python_interpreter": sys.executable}, **host_vars)
-                   for host, host_vars in hosts.items()}
-        inventory["all"]["children"][group] = {"hosts": members, "vars": variables}
+        inventory["all"]["children"][group] = {"hosts": hosts, "vars": variables}
     return run_inventory(tmp, os.path.join(HERE, "preflight.yml"), inventory, forks=16, extra_vars=extra_vars)
 
 
