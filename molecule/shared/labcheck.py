@@ -2,6 +2,7 @@
 and find which upstream logged a DNS query and from which address."""
 
 import base64
+import concurrent.futures
 import contextlib
 import json
 import random
@@ -20,8 +21,19 @@ UPSTREAMS = {
     "upstream3": "172.16.0.13",
     "upstream4": "172.16.0.14",
 }
+# The lab is dual-stack (lab/topology.yml): the same hosts over IPv6.
+VIP6 = "2001:db8:99::10"
+CLIENT6 = "2001:db8:99::1"
+UPSTREAMS6 = {
+    "upstream1": "fd00:16::11",
+    "upstream2": "fd00:16::12",
+    "upstream3": "fd00:16::13",
+    "upstream4": "fd00:16::14",
+}
+# nginx prints `$remote_addr:$remote_port` without brackets for IPv6 too: the address is everything before the
+# last colon (the greedy match backtracks to it).
 HELLO = re.compile(
-    r"^Hello from (?P<name>\S+)\. You connected from (?P<src>[0-9.]+):(?P<sport>\d+) to (?P<dst>[0-9.]+):(?P<dport>\d+)$"
+    r"^Hello from (?P<name>\S+)\. You connected from (?P<src>[0-9a-f.:]+):(?P<sport>\d+) to (?P<dst>[0-9a-f.:]+):(?P<dport>\d+)$"
 )
 
 
@@ -62,13 +74,14 @@ DNSPERF_FIELDS = {
 }
 
 
-def dnsperf(host, server, name="www.example.com", runs=25, clients=8, threads=2, timeout=5, rate=2000):
-    """Run dnsperf on ``host`` against ``server``: a file of 100 ``name A`` queries read ``runs`` times
+def dnsperf(host, server, name="www.example.com", runs=25, clients=8, threads=2, timeout=5, rate=2000, rtype="A"):
+    """Run dnsperf on ``host`` against ``server`` (an IPv4 or IPv6 address): a file of 100 ``name rtype`` queries
+    read ``runs`` times
     (100 * runs queries) over ``clients`` sockets in parallel, at most ``rate`` queries per second.
     Returns the figures dnsperf printed (sent, completed, lost, qps) and its whole output."""
     qfile = host.check_output("mktemp /root/dnsperf-queries.XXXXXX")
     try:
-        host.check_output("for i in $(seq 1 100); do echo '%s A'; done > %s" % (name, qfile))
+        host.check_output("for i in $(seq 1 100); do echo '%s %s'; done > %s" % (name, rtype, qfile))
         out = host.check_output(
             "dnsperf -s %s -d %s -n %d -c %d -T %d -t %d -Q %d 2>&1"
             % (server, qfile, runs, clients, threads, timeout, rate)
@@ -82,6 +95,19 @@ def dnsperf(host, server, name="www.example.com", runs=25, clients=8, threads=2,
         figures[key] = float(match.group(1)) if key == "qps" else int(match.group(1))
     figures["output"] = out
     return figures
+
+
+def dnsperf_together(host, targets, **kwargs):
+    """dnsperf against several ``(server, rtype)`` targets at the same time (one thread each, e.g. the IPv6 and the
+    IPv4 VIP); returns their figures in the same order."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(targets)) as pool:
+        runs = [pool.submit(dnsperf, host, server, rtype=rtype, **kwargs) for server, rtype in targets]
+        return [run.result() for run in runs]
+
+
+def dig(host, server, name, rtype="A"):
+    """The short answer of one query from ``host`` (over the family of ``server``)."""
+    return host.check_output("dig +short +time=2 +tries=1 @%s %s %s" % (server, name, rtype)).strip()
 
 
 def interface_with(host, address):
@@ -100,16 +126,16 @@ def default_route(host):
     return host.check_output("ip -4 route show default")
 
 
-def assert_probe_seen_from_client(client):
-    """A DNS probe with a unique name, sent from ``client`` to the VIP, is answered (NXDOMAIN) and
-    exactly one upstream logged it, with the client's own address as source."""
+def assert_probe_seen_from_client(client, vip=VIP, source=CLIENT):
+    """A DNS probe with a unique name, sent from ``client`` to ``vip`` (IPv4 or IPv6), is answered (NXDOMAIN) and
+    exactly one upstream logged it, with the client's own address ``source`` as source."""
     name = unique_name()
-    status = client.check_output("dig +time=2 +tries=1 @%s %s | grep -o 'status: [A-Z]*'" % (VIP, name))
+    status = client.check_output("dig +time=2 +tries=1 @%s %s | grep -o 'status: [A-Z]*'" % (vip, name))
     assert status == "status: NXDOMAIN", "the probe was not answered through the proxy"
     seen = query_sources(name)
     assert len(seen) == 1, "exactly one upstream should have answered the probe: %s" % seen
     sources = list(seen.values())[0]
-    assert sources == [CLIENT], "the upstream saw %s, not the client" % sources
+    assert sources == [source], "the upstream saw %s, not the client" % sources
 
 
 def assert_workers_least_privilege():

@@ -35,6 +35,9 @@ echo '## nft ruleset'; nft -s list ruleset | sed -E '/127\.0\.0\.11/s/[0-9]{4,5}
 echo '## sysctl'
 sysctl net.ipv4.ip_forward net.ipv4.udp_early_demux net.ipv4.conf.all.forwarding net.ipv4.ip_nonlocal_bind
 for f in /proc/sys/net/ipv4/conf/*/rp_filter; do echo "$f $(cat $f)"; done
+for f in /proc/sys/net/ipv6/conf/*/forwarding /proc/sys/net/ipv6/conf/*/accept_ra_defrtr /proc/sys/net/ipv6/conf/*/disable_ipv6; do
+  echo "$f $(cat $f)"
+done
 echo '## health checker'; systemctl is-active netops-healthcheck.service 2>&1 || true
 echo '## files'
 find /etc/nginx /etc/keepalived /etc/systemd/system /etc/sysctl.d /etc/ansible/facts.d /etc/nftables.d /etc/netops* \
