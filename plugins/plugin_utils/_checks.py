@@ -480,8 +480,8 @@ def check_forward_filter(results, host, config, facts, public_if):
             selects = re.compile(r"\b%s sport %d\b.*\baccept\b" % (service["protocol"], service["upstream_port"]))
             for family in _families([service]):
                 if not any(selects.search(rule) and family in _rule_family(rule) for rule in rules[:end]):
-                    blocked.append("%s (%s sport %d%s) in chain %s" % (service["name"], service["protocol"], service["upstream_port"],
-                                                                      ", IPv6" if family == 6 else "", name))
+                    v6 = ", IPv6" if family == 6 else ""
+                    blocked.append("%s (%s sport %d%s) in chain %s" % (service["name"], service["protocol"], service["upstream_port"], v6, name))
         evidence += ["nft: %s" % rule for rule in rules] + (["nft: chain %s policy drop" % name] if policy == "drop" else [])
     if blocked:
         results.add(host, "forward_filter", "error",
