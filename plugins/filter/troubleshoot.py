@@ -52,8 +52,8 @@ def troubleshoot_report(config, findings, traces=None):
     return report.report(config, findings, traces)
 
 
-def troubleshoot_first_host(networks):
-    return checks.first_host(networks)
+def troubleshoot_first_host(networks, version=4):
+    return checks.first_host(networks, version)
 
 
 def troubleshoot_upstream_address(facts, upstreams):

@@ -28,7 +28,8 @@ from ansible_collections.netops.ip_transparency.plugins.module_utils._nat.kernel
 from ansible_collections.netops.ip_transparency.plugins.module_utils._nat.nft_backend import NftBackend
 from ansible_collections.netops.ip_transparency.plugins.module_utils._nat.tc_backend import TcBackend
 
-AF_INET = 2
+AF_INET, AF_INET6 = 2, 10
+AF_BY_VERSION = {4: AF_INET, 6: AF_INET6}
 CAP_NET_RAW = 13
 NGINX_ERROR_LOG = "/var/log/nginx/error.log"
 HEALTHCHECK_STATE = "/var/lib/netops-healthcheck/state.json"
@@ -50,16 +51,17 @@ def _read(path, default=None, absent=(errno.ENOENT,)):
 
 
 def addresses(ipr):
-    """Every IPv4 address of the host: [{interface, address, prefix, network}]."""
+    """Every address of the host, the IPv4 ones first, then the IPv6 ones: [{interface, address, prefix, network}]."""
     names = interface_names(ipr)
     found = []
-    for msg in ipr.get_addr(family=AF_INET):
-        address = attr(msg, "IFA_LOCAL") or attr(msg, "IFA_ADDRESS")
-        if address is None:
-            continue
-        network = ipaddress.ip_interface("%s/%d" % (address, msg["prefixlen"])).network
-        found.append({"interface": names.get(msg["index"], "if%d" % msg["index"]), "address": address,
-                      "prefix": msg["prefixlen"], "network": str(network)})
+    for family in (AF_INET, AF_INET6):
+        for msg in ipr.get_addr(family=family):
+            address = attr(msg, "IFA_LOCAL") or attr(msg, "IFA_ADDRESS")
+            if address is None:
+                continue
+            network = ipaddress.ip_interface("%s/%d" % (address, msg["prefixlen"])).network
+            found.append({"interface": names.get(msg["index"], "if%d" % msg["index"]), "address": address,
+                          "prefix": msg["prefixlen"], "network": str(network)})
     return found
 
 
@@ -71,14 +73,14 @@ def links(ipr):
     return result
 
 
-def rules(ipr):
-    """The IPv4 policy routing rules, in priority order, as data and as ``ip rule`` lines, with their ``ipproto`` (by
-    name where known) and ``sport`` ([start, end]): the selectors of a rule routing a service's replies by source port
-    (``ip rule ... ipproto tcp sport 80``)."""
+def rules(ipr, family=4):
+    """The policy routing rules of one family (4 or 6), in priority order, as data and as ``ip rule`` lines, with their
+    ``ipproto`` (by name where known) and ``sport`` ([start, end]): the selectors of a rule routing a service's replies
+    by source port (``ip rule ... ipproto tcp sport 80``)."""
     found = []
-    for msg in ipr.get_rules(family=AF_INET):
+    for msg in ipr.get_rules(family=AF_BY_VERSION[family]):
         r = ip_rule.from_netlink(msg)
-        if r.family != 4:
+        if r.family != family:
             continue
         found.append({"line": r.render(), "priority": r.priority, "fwmark": r.fwmark, "fwmask": r.fwmask, "table": r.table,
                       "action": r.action,
@@ -94,9 +96,9 @@ def _route_dict(route):
     return data
 
 
-def routes(ipr, tables):
-    """table name/number -> its IPv4 routes (data plus ``ip route`` lines)."""
-    return dict((str(table), [_route_dict(r) for r in policy_route.read_routes(ipr, 4, parse_table(table))]) for table in tables)
+def routes(ipr, tables, family=4):
+    """table name/number -> its routes of one family (data plus ``ip route`` lines)."""
+    return dict((str(table), [_route_dict(r) for r in policy_route.read_routes(ipr, family, parse_table(table))]) for table in tables)
 
 
 def route_get(ipr, destinations):
@@ -116,13 +118,15 @@ def route_get(ipr, destinations):
     return result
 
 
-def sysctls(root="/proc/sys/net/ipv4"):
-    """ip_forward, udp_early_demux and rp_filter per interface (configured and effective, max(all, iface))."""
+def sysctls(root="/proc/sys/net/ipv4", root6="/proc/sys/net/ipv6"):
+    """ip_forward, udp_early_demux and rp_filter per interface (configured and effective, max(all, iface)), and
+    ``ipv6_forwarding`` (net.ipv6.conf.all.forwarding; None on a kernel without IPv6). IPv6 has no early demux sysctl
+    of its own (the IPv4 one covers it) and no rp_filter."""
     current = rpf.Sysctl(os.path.join(root, "conf")).read_all()
     values = dict((iface, {"configured": rpf.NAMES.get(value, str(value)), "effective": rpf.NAMES.get(rpf.effective(current, iface), "?")})
                   for iface, value in current.items())
     return {"ip_forward": _read(os.path.join(root, "ip_forward")), "udp_early_demux": _read(os.path.join(root, "udp_early_demux")),
-            "rp_filter": values}
+            "rp_filter": values, "ipv6_forwarding": _read(os.path.join(root6, "conf", "all", "forwarding"))}
 
 
 def nat_rules(ipr, devices):
@@ -210,6 +214,8 @@ def gather(ipr, run_command, tables=("main",), destinations=(), nginx=False):
         "links": link_state,
         "rules": rules(ipr),
         "routes": routes(ipr, tables),
+        "rules6": rules(ipr, 6),
+        "routes6": routes(ipr, tables, 6),
         "route_get": route_get(ipr, destinations),
         "sysctl": sysctls(),
         "nat": nat_rules(ipr, devices),

@@ -14,8 +14,9 @@ short_description: Read the kernel and nginx state transparent proxying and DSR 
 version_added: "0.1.0"
 description:
   - Returns, without changing anything, what the troubleshooting role (netops.ip_transparency.troubleshoot)
-    diagnoses - IPv4 addresses and links, policy routing rules, the routes of the tables asked for, the kernel's
-    route to given addresses (C(ip route get)), C(ip_forward), C(udp_early_demux), configured and effective
+    diagnoses - IPv4 and IPv6 addresses and links, policy routing rules and the routes of the tables asked for (each
+    family apart), the kernel's route to given addresses of either family (C(ip route get)), C(ip_forward),
+    C(udp_early_demux), C(net.ipv6.conf.all.forwarding), configured and effective
     reverse-path filtering per interface, the stateless NAT rules of both tc_nat_filter backends on every device,
     whether the kernel has the tc C(nat) action, the nftables ruleset and, optionally, nginx's configuration
     (C(nginx -T)), its processes' privileges and its error log lines about transparent binding.
@@ -63,7 +64,7 @@ transparency:
   type: dict
   contains:
     addresses:
-      description: IPv4 addresses (interface, address, prefix, network).
+      description: Addresses (interface, address, prefix, network), the IPv4 ones first, then the IPv6 ones (link-local included).
       type: list
       elements: dict
     rules:
@@ -74,13 +75,23 @@ transparency:
       type: list
       elements: dict
     routes:
-      description: Table -> routes (line and the policy_route options).
+      description: Table -> IPv4 routes (line and the policy_route options).
+      type: dict
+    rules6:
+      description: The IPv6 policy routing rules (C(ip -6 rule)), as C(rules).
+      type: list
+      elements: dict
+    routes6:
+      description: Table -> IPv6 routes (C(ip -6 route show table)), as C(routes).
       type: dict
     route_get:
       description: Address -> the kernel's route to it (type, gateway, device, source) or error.
       type: dict
     sysctl:
-      description: ip_forward, udp_early_demux, rp_filter (interface -> configured, effective).
+      description:
+        - ip_forward, udp_early_demux, rp_filter (interface -> configured, effective), ipv6_forwarding
+          (net.ipv6.conf.all.forwarding, null on a kernel without IPv6).
+        - IPv6 has no early demux setting of its own (the IPv4 one covers it) and no rp_filter.
       type: dict
     nat:
       description: Device -> stateless NAT rules per backend (tc, nftables), as tc_nat_filter reads them.

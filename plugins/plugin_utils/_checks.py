@@ -10,7 +10,9 @@ runs the article's troubleshooting checklist as checks over every proxy and upst
 rule, local route and reply marking, forwarding, the stateless NAT rules and whether the kernel can
 run them, the upstreams' route back to the clients, effective reverse-path filtering against the
 real routes, overlapping networks, reachability (ping). Each result is
-``{host, check, severity (ok|warning|error), problem, evidence, fix}``. ``ping_plan`` and
+``{host, check, severity (ok|info|warning|error), problem, evidence, fix}`` (info: what was left unchecked, e.g.
+IPv6 upstreams without an IPv6 client address). A dual-stack service has one nginx server block and upstream group
+per family: each is checked, IPv6 upstreams against the IPv6 rules, routes, forwarding and VIP. ``ping_plan`` and
 ``first_host`` prepare the role's inputs. Imports _nginx_conf; nothing imports back.
 
 One proxy may serve each service by its own method (``service["method"]``, settled by
@@ -54,6 +56,23 @@ def _net(value):
         return parse_prefix(value, strict=False)
     except ValidationError:
         return None
+
+
+def _version(address):
+    """4 or 6 for an address, None for anything else."""
+    found = _ip(address)
+    return found.version if found is not None else None
+
+
+def _of(addresses, version):
+    """The addresses of one family, in their order."""
+    return [a for a in addresses if _version(a) == version]
+
+
+def _families(services):
+    """The families (4, 6) of the services' upstreams, IPv4 (the collection's first family) when none is known."""
+    found = set(_version(u) for s in services for u in s["upstreams"]) - set([None])
+    return sorted(found) or [4]
 
 
 def _kernel_version(release):
@@ -168,6 +187,59 @@ def check_service_methods(results, host, config):
         results.ok(host, "service_methods", ", ".join("%s: %s" % (s["name"], method_of(config, s)) for s in services))
 
 
+def _server_families(server):
+    """The families of a server block's listeners: 6 for ``[addr]:port``, 4 otherwise."""
+    found = set(6 if listen.args and listen.args[0].startswith("[") else 4 for listen in server.directives("listen"))
+    return sorted(found) or [4]
+
+
+def _wanted_bind(method, family):
+    """What proxy_bind must say for a method and a client family. DSR keeps the client's port: an IPv6 address needs
+    brackets before it, else nginx parses ``addr:port`` as one IPv6 address (a wrong bind) or rejects it."""
+    if method == "ip_transparency":
+        return "$remote_addr"
+    return "[$remote_addr]:$remote_port" if family == 6 else "$remote_addr:$remote_port"
+
+
+def _bind_problem(method, families, bind):
+    """Why a server block's proxy_bind is wrong for its method and listeners' families: (kind, text) or None."""
+    first = bind.args[0] if bind is not None and bind.args else ""
+    if bind is None or "transparent" not in bind.args or not (first.startswith("$remote_addr") or first.startswith("[$remote_addr]")):
+        return "own", None
+    for family in families:
+        want = _wanted_bind(method, family)
+        if family == 6 and first == "$remote_addr:$remote_port":
+            return "ipv6_port", want
+        if method == "ip_transparency":
+            if family == 4 and first.startswith("["):
+                return "brackets", want
+        elif first != want:
+            return "port", want
+    return None
+
+
+def _upstream_addresses(parsed, server):
+    """The addresses of the servers of the upstream group a server block passes to (its own block and the files it
+    includes, which ``nginx -T`` prints too): [(address, line)]; hostnames and unix sockets are left out."""
+    target = server.inherited("proxy_pass")
+    name = target.args[0].split("://", 1)[-1].split("/", 1)[0] if target is not None and target.args else ""
+    files = dict(parsed)
+    found = []
+    for _fname, root in parsed:
+        for block in root.walk():
+            if block.name != "upstream" or block.args[:1] != [name]:
+                continue
+            entries = block.directives("server")
+            for include in block.directives("include"):
+                entries += [d for path, iroot in files.items() if include.args and path == include.args[0] for d in iroot.directives("server")]
+            for entry in entries:
+                text = entry.args[0] if entry.args else ""
+                address = text[1:].split("]", 1)[0] if text.startswith("[") else text.rsplit(":", 1)[0]
+                if _ip(address) is not None:
+                    found.append((address, dump_directive(entry)))
+    return found
+
+
 def check_nginx(results, host, config, facts):
     nginx = facts.get("nginx") or {}
     if nginx.get("rc") != 0:
@@ -188,36 +260,67 @@ def check_nginx(results, host, config, facts):
                         ["listen directives: %s" % ", ".join(sorted(set(" ".join(d.args) for _f, r in parsed for d in r.walk() if d.name == "listen")))],
                         "Add the service to nginx_transparent_proxy_services and apply the %s playbook." % method)
             continue
-        fname, server = servers[0]
-        bind = server.inherited("proxy_bind")
-        want = "$remote_addr:$remote_port" if method != "ip_transparency" else "$remote_addr"
-        evidence = ["%s: server { listen %s; ... %s }" % (fname, " ".join(server.directives("listen")[0].args), dump_directive(bind))]
-        if bind is None or "transparent" not in bind.args or not bind.args or not bind.args[0].startswith("$remote_addr"):
-            results.add(host, "nginx_transparent", "error",
-                        "%s: nginx connects to the upstreams from its own address, not the client's (no `proxy_bind %s transparent`)" % (label, want),
-                        evidence, "Set `proxy_bind %s transparent;` in that server block (the role renders it) and reload nginx." % want)
-        elif method != "ip_transparency" and bind.args[0] != want:
-            results.add(host, "nginx_transparent", "error",
-                        "%s: DSR needs the client's port too (`proxy_bind %s transparent`), found `%s`" % (label, want, dump_directive(bind)),
-                        evidence, "Set `proxy_bind %s transparent;` and reload nginx." % want)
-        else:
-            results.ok(host, "nginx_transparent", "%s: %s" % (label, dump_directive(bind)))
-        if service["protocol"] != "udp":
-            continue
-        responses = server.inherited("proxy_responses")
-        value = int(responses.args[0]) if responses is not None and responses.args and responses.args[0].isdigit() else None
-        if method == "ip_transparency" and value == 0:
-            results.add(host, "nginx_proxy_responses", "error",
-                        "%s: proxy_responses 0 with IP Transparency - nginx closes the upstream socket and the replies it "
-                        "receives back have no socket to go to" % label, evidence + [dump_directive(responses)],
-                        "Set proxy_responses to the number of datagrams each request gets (1 for DNS).")
-        elif method != "ip_transparency" and value != 0:
-            results.add(host, "nginx_proxy_responses", "error",
-                        "%s: DSR needs `proxy_responses 0` - the replies bypass nginx, which otherwise waits for them and "
-                        "marks the upstreams as failed" % label, evidence + [dump_directive(responses)],
-                        "Set `proxy_responses 0;` and remove proxy_timeout in that server block.")
-        else:
-            results.ok(host, "nginx_proxy_responses", "%s: %s" % (label, dump_directive(responses)))
+        for fname, server in servers:
+            check_server(results, host, service, method, parsed, fname, server)
+    check_workers(results, host, nginx, users)
+
+
+def check_server(results, host, service, method, parsed, fname, server):
+    """One server block of a service (a dual-stack service has one per family): its transparent binding for the
+    method and the family of its listeners, the family of the upstream group it passes to, and proxy_responses."""
+    families = _server_families(server)
+    label = "%s (%s/%d%s)" % (service["name"], service["protocol"], service["port"], ", IPv6" if families == [6] else "")
+    bind = server.inherited("proxy_bind")
+    want = _wanted_bind(method, families[-1])
+    evidence = ["%s: server { listen %s; ... %s }" % (fname, " ".join(server.directives("listen")[0].args), dump_directive(bind))]
+    problem = _bind_problem(method, families, bind)
+    if problem is not None and problem[0] == "own":
+        results.add(host, "nginx_transparent", "error",
+                    "%s: nginx connects to the upstreams from its own address, not the client's (no `proxy_bind %s transparent`)" % (label, want),
+                    evidence, "Set `proxy_bind %s transparent;` in that server block (the role renders it) and reload nginx." % want)
+    elif problem is not None and problem[0] == "ipv6_port":
+        results.add(host, "nginx_transparent", "error",
+                    "%s: `proxy_bind $remote_addr:$remote_port` with IPv6 clients: nginx reads `<address>:<port>` as one IPv6 address "
+                    "(binds to a wrong address for ports below 10000, fails above); the address needs brackets" % label,
+                    evidence, "Set `proxy_bind %s transparent;` in that server block and reload nginx." % problem[1])
+    elif problem is not None and problem[0] == "brackets":
+        results.add(host, "nginx_transparent", "error",
+                    "%s: `%s` brackets an IPv4 client's address: nginx cannot parse it as a local address" % (label, dump_directive(bind)),
+                    evidence, "Set `proxy_bind %s transparent;` (brackets only for IPv6 listeners) and reload nginx." % problem[1])
+    elif problem is not None:
+        results.add(host, "nginx_transparent", "error",
+                    "%s: DSR needs the client's port too (`proxy_bind %s transparent`), found `%s`" % (label, problem[1], dump_directive(bind)),
+                    evidence, "Set `proxy_bind %s transparent;` and reload nginx." % problem[1])
+    else:
+        results.ok(host, "nginx_transparent", "%s: %s" % (label, dump_directive(bind)))
+    others = [(a, line) for a, line in _upstream_addresses(parsed, server) if _version(a) not in families]
+    if others:
+        results.add(host, "nginx_upstream_family", "error",
+                    "%s: the server block listens on IPv%s but its upstream group has IPv%s servers: nginx opens the upstream socket in "
+                    "the upstream's family and cannot bind it to the client's address" % (
+                        label, "/".join(str(f) for f in families), "/".join(sorted(set(str(_version(a)) for a, _l in others)))),
+                    evidence + ["upstream server: %s" % line for _a, line in others],
+                    "One upstream group and one listener per family (the role renders netops_<name> and netops_<name>_v6).")
+    if service["protocol"] != "udp":
+        return
+    responses = server.inherited("proxy_responses")
+    value = int(responses.args[0]) if responses is not None and responses.args and responses.args[0].isdigit() else None
+    if method == "ip_transparency" and value == 0:
+        results.add(host, "nginx_proxy_responses", "error",
+                    "%s: proxy_responses 0 with IP Transparency - nginx closes the upstream socket and the replies it "
+                    "receives back have no socket to go to" % label, evidence + [dump_directive(responses)],
+                    "Set proxy_responses to the number of datagrams each request gets (1 for DNS).")
+    elif method != "ip_transparency" and value != 0:
+        results.add(host, "nginx_proxy_responses", "error",
+                    "%s: DSR needs `proxy_responses 0` - the replies bypass nginx, which otherwise waits for them and "
+                    "marks the upstreams as failed" % label, evidence + [dump_directive(responses)],
+                    "Set `proxy_responses 0;` and remove proxy_timeout in that server block.")
+    else:
+        results.ok(host, "nginx_proxy_responses", "%s: %s" % (label, dump_directive(responses)))
+
+
+def check_workers(results, host, nginx, users):
+    """nginx's workers can bind to the clients' addresses (CAP_NET_RAW or root); its error log about it."""
     workers = [p for p in nginx.get("processes", []) if p["role"] == "worker"]
     if not workers:
         results.add(host, "nginx_workers", "error", "no nginx worker process is running", ["processes: %s" % nginx.get("processes")],
@@ -236,9 +339,10 @@ def check_nginx(results, host, config, facts):
     else:
         results.ok(host, "nginx_workers", "%d workers hold CAP_NET_RAW (or run as root)" % len(workers))
     errors = nginx.get("error_log", [])
-    if errors and any("IP_TRANSPARENT" in line for line in errors) and weak:
+    transparent = any(re.search(r"IP(V6)?_TRANSPARENT", line) for line in errors)
+    if transparent and weak:
         return
-    if errors and any("IP_TRANSPARENT" in line for line in errors):
+    if transparent:
         results.add(host, "nginx_error_log", "warning", "nginx logged transparent binding failures (maybe from before a fix)",
                     errors, "Check that they are older than the last nginx restart.")
 
@@ -254,39 +358,74 @@ def _route_lines(facts, table):
     return ["ip route table %s: %s" % (table, r["line"]) for r in facts.get("routes", {}).get(str(table), [])] or ["table %s is empty" % table]
 
 
+def _rule_family(line):
+    """The families an nft rule selects: {6} for ``ip6 ...`` (or ``meta nfproto ipv6``), {4} for ``ip saddr ...``,
+    both when it names neither (an inet table's rule without an address match)."""
+    if re.search(r"\bip6 |\bnfproto ipv6\b", line):
+        return set([6])
+    if re.search(r"\bip (saddr|daddr|protocol) |\bnfproto ipv4\b", line):
+        return set([4])
+    return set([4, 6])
+
+
+def _policy_facts(facts, family):
+    """(rules, routes, ``ip`` or ``ip -6``) of one family; rules None when the snapshot has none of that family."""
+    if family == 6:
+        return facts.get("rules6"), facts.get("routes6") or {}, "ip -6"
+    return facts.get("rules", []), facts.get("routes", {}), "ip"
+
+
 def check_policy_routing(results, host, config, facts):
-    """IP Transparency's policy routing, for its services; ``others``: the DSR router NAT services of the proxy, whose
-    replies pass through it and must not be marked (they are no reply to nginx: the marking would deliver them to it).
-    Origin NAT replies never reach the proxy: whether they would be marked does not matter."""
+    """IP Transparency's policy routing, for its services, per family of their upstreams (an IPv6 upstream's replies
+    need ``ip -6 rule fwmark ... lookup <table>`` and ``local ::/0 dev lo`` there); ``others``: the DSR router NAT
+    services of the proxy, whose replies pass through it and must not be marked (they are no reply to nginx: the
+    marking would deliver them to it). Origin NAT replies never reach the proxy: whether they would be marked does not matter."""
     fwmark, table = int(config["fwmark"]), int(config["route_table"])
     mine = services_by(config, "ip_transparency")
     others = services_by(config, "dsr_router_nat")
-    rules = [r for r in facts.get("rules", []) if r["fwmark"] == fwmark and r["action"] == "lookup" and not r["selectors"]
-             and (r["fwmask"] in (None, 0xFFFFFFFF))]
-    good = [r for r in rules if r["table"] == table and r["priority"] < MAIN_RULE_PRIORITY]
-    if good:
-        results.ok(host, "fwmark_rule", good[0]["line"])
-    else:
-        results.add(host, "fwmark_rule", "error",
-                    "no policy routing rule sends the marked replies (fwmark %#x) to table %d: the upstreams' replies are "
-                    "routed (or dropped) instead of delivered to nginx%s" % (fwmark, table, _for(config, mine)), _rule_lines(facts),
-                    "ip rule add priority %s fwmark %d lookup %d (re-run the ip_transparency playbook, which also persists it)"
-                    % (config["rule_priority"], fwmark, table))
-    local = [r for r in facts.get("routes", {}).get(str(table), []) if r["type"] == "local" and r["dest"] == "0.0.0.0/0" and r["device"] == "lo"]
-    if local:
-        results.ok(host, "local_route", local[0]["line"])
-    else:
-        results.add(host, "local_route", "error",
-                    "table %d has no `local 0.0.0.0/0 dev lo`: marked replies are not delivered locally to nginx%s" % (table, _for(config, mine)),
-                    _route_lines(facts, table), "ip route add local 0.0.0.0/0 dev lo table %d (re-run the playbook)" % table)
+    for family in _families(mine):
+        found, tables, ip = _policy_facts(facts, family)
+        v6 = " (IPv6)" if family == 6 else ""
+        if found is None:
+            results.add(host, "fwmark_rule", "warning", "the IPv6 policy routing rules were not read: IPv6 upstreams not checked%s"
+                        % _for(config, mine), ["transparency_info returned no rules6"],
+                        "Run the troubleshooter with the collection's own transparency_info (it reads both families).")
+            continue
+        everything = "::/0" if family == 6 else "0.0.0.0/0"
+        rules = [r for r in found if r["fwmark"] == fwmark and r["action"] == "lookup" and not r["selectors"]
+                 and (r["fwmask"] in (None, 0xFFFFFFFF))]
+        good = [r for r in rules if r["table"] == table and r["priority"] < MAIN_RULE_PRIORITY]
+        rule_lines = ["%s rule: %s" % (ip, r["line"]) for r in found]
+        route_lines = ["%s route table %s: %s" % (ip, table, r["line"]) for r in tables.get(str(table), [])] or ["table %s is empty" % table]
+        if family == 4:
+            rule_lines, route_lines = _rule_lines(facts), _route_lines(facts, table)
+        if good:
+            results.ok(host, "fwmark_rule", good[0]["line"] + v6)
+        else:
+            results.add(host, "fwmark_rule", "error",
+                        "no %spolicy routing rule sends the marked replies (fwmark %#x) to table %d: the upstreams' replies are "
+                        "routed (or dropped) instead of delivered to nginx%s" % ("IPv6 " if family == 6 else "", fwmark, table, _for(config, mine)),
+                        rule_lines,
+                        "%s rule add priority %s fwmark %d lookup %d (re-run the ip_transparency playbook, which also persists it)"
+                        % (ip, config["rule_priority"], fwmark, table))
+        local = [r for r in tables.get(str(table), []) if r["type"] == "local" and r["dest"] == everything and r["device"] == "lo"]
+        if local:
+            results.ok(host, "local_route", local[0]["line"] + v6)
+        else:
+            results.add(host, "local_route", "error",
+                        "table %d has no `local %s dev lo`: marked replies are not delivered locally to nginx%s" % (table, everything, _for(config, mine)),
+                        route_lines, "%s route add local %s dev lo table %d (re-run the playbook)" % (ip, everything, table))
     missing, marked = [], []
     for service in mine + others:
         pattern = re.compile(r"\b%s sport %d\b.*\bmark set (0x[0-9a-f]+|\d+)" % (service["protocol"], service["upstream_port"]))
-        marks = [int(m.group(1), 0) for m in (pattern.search(line) for line in facts.get("nft_ruleset", [])) if m]
-        if service in mine and fwmark not in marks:
-            missing.append("%s %s sport %d" % (service["name"], service["protocol"], service["upstream_port"]))
-        elif service in others and fwmark in marks:
-            marked.append("%s (%s, %s sport %d)" % (service["name"], method_of(config, service), service["protocol"], service["upstream_port"]))
+        marks = [(int(m.group(1), 0), _rule_family(line)) for line, m in ((line, pattern.search(line)) for line in facts.get("nft_ruleset", [])) if m]
+        for family in _families([service]):
+            v6 = " (IPv6)" if family == 6 else ""
+            mark_here = [mark for mark, families in marks if family in families]
+            if service in mine and fwmark not in mark_here:
+                missing.append("%s %s sport %d%s" % (service["name"], service["protocol"], service["upstream_port"], v6))
+            elif service in others and fwmark in mark_here:
+                marked.append("%s (%s, %s sport %d%s)" % (service["name"], method_of(config, service), service["protocol"], service["upstream_port"], v6))
     if marked:
         results.add(host, "reply_marking", "error",
                     "replies of router NAT services are marked %#x: the fwmark rule delivers them to nginx, which has no "
@@ -339,15 +478,18 @@ def check_forward_filter(results, host, config, facts, public_if):
             continue
         for service in services:
             selects = re.compile(r"\b%s sport %d\b.*\baccept\b" % (service["protocol"], service["upstream_port"]))
-            if not any(selects.search(rule) for rule in rules[:end]):
-                blocked.append("%s (%s sport %d) in chain %s" % (service["name"], service["protocol"], service["upstream_port"], name))
+            for family in _families([service]):
+                if not any(selects.search(rule) and family in _rule_family(rule) for rule in rules[:end]):
+                    v6 = ", IPv6" if family == 6 else ""
+                    blocked.append("%s (%s sport %d%s) in chain %s" % (service["name"], service["protocol"], service["upstream_port"], v6, name))
         evidence += ["nft: %s" % rule for rule in rules] + (["nft: chain %s policy drop" % name] if policy == "drop" else [])
     if blocked:
         results.add(host, "forward_filter", "error",
                     "the forward filter drops the router NAT replies of %s before they leave by %s: the clients never get them"
                     % ("; ".join(blocked), public_if), evidence,
                     "Re-run the playbooks (nginx_transparent_proxy_forward_filter accepts each router NAT service's replies), or "
-                    "accept `iifname <private> oifname %s ip saddr <upstreams> <protocol> sport <port>` before the drop." % public_if)
+                    "accept `iifname <private> oifname %s ip saddr <upstreams> <protocol> sport <port>` (`ip6 saddr` for IPv6 upstreams) "
+                    "before the drop." % public_if)
     else:
         results.ok(host, "forward_filter", "no forward filter drops the router NAT replies of %s" % _names(services))
 
@@ -374,8 +516,11 @@ def _nat_covers(rules, source, sport, nat_to):
     return False
 
 
-def check_nat(results, host, config, facts, device, sources, where):
-    vip = _ip(config["public_address"])
+def check_nat(results, host, config, facts, device, sources, where, vip=None):
+    """The stateless NAT rules rewriting the replies of ``sources`` to the VIP (``vip``: the IPv6 one for IPv6 sources)
+    on ``device``, and whether the kernel runs them (tc nat is IPv4-only: IPv6 rules need the nftables backend)."""
+    vip = vip or _ip(config["public_address"])
+    ipv6 = vip.version == 6
     rules = _nat_rules(facts, device) if device else []
     missing = ["%s: %s udp sport %d -> %s" % (service["name"], source, service["upstream_port"], vip)
                for service in config["services"] if service["protocol"] == "udp"
@@ -388,6 +533,8 @@ def check_nat(results, host, config, facts, device, sources, where):
         facts.get("kernel"), "available" if act.get("available") else "missing", act.get("how"),
         "available" if kernel >= NFT_EGRESS_KERNEL else "missing", NFT_EGRESS_KERNEL[0], NFT_EGRESS_KERNEL[1])
     unreadable = _nat_read_errors(facts, device)
+    if unreadable and ipv6 and any(f["check"] == "nat_unreadable" and f["host"] == host for f in results.items):
+        return  # said once, for the IPv4 rules on the same device
     if unreadable:
         results.add(host, "nat_unreadable", "error",
                     "the stateless NAT rules on %s of %s could not be read: whether the replies are rewritten to %s is unknown"
@@ -401,6 +548,11 @@ def check_nat(results, host, config, facts, device, sources, where):
                     "Re-run the %s playbook (netops.ip_transparency.tc_nat_filter, backend auto picks what this kernel runs)." % config["method"])
     else:
         results.ok(host, where, "every reply is rewritten to %s on %s" % (vip, device))
+    if ipv6:
+        if kernel < NFT_EGRESS_KERNEL:
+            results.add(host, "nat_kernel_support", "error", "IPv6 replies need the nftables backend, which this kernel cannot run",
+                        [support], "Use a kernel >= 5.16 (the tc nat action is IPv4-only).")
+        return
     if not act.get("available") and kernel < NFT_EGRESS_KERNEL:
         results.add(host, "nat_kernel_support", "error", "this kernel can run neither NAT backend", [support],
                     "Load act_nat (modprobe act_nat; CONFIG_NET_ACT_NAT) or use a kernel >= 5.16 for the nftables backend.")
@@ -409,6 +561,18 @@ def check_nat(results, host, config, facts, device, sources, where):
                     "Use backend nftables.")
     else:
         results.ok(host, "nat_kernel_support", support)
+
+
+def check_nat6(results, host, config, facts, device, sources, where):
+    """check_nat for the IPv6 sources, against the IPv6 VIP (config ``public_address6``); an info finding when that
+    address is unknown."""
+    vip6 = _ip(config.get("public_address6"))
+    if vip6 is None or vip6.version != 6:
+        results.add(host, where, "info", "IPv6 upstreams not checked: the proxy's public IPv6 address is unknown (%s)" % ", ".join(sources),
+                    ["public address (IPv6): %s" % (config.get("public_address6") or "none")],
+                    "Set troubleshoot_public_address6 (or nginx_transparent_proxy_public_address6), or give the public interface an IPv6 address.")
+        return
+    check_nat(results, host, config, facts, device, [_ip(u) for u in sources], where, vip6)
 
 
 def check_rp_filter(results, host, facts, arrivals):
@@ -520,14 +684,24 @@ def diagnose_proxy(results, host, config, facts, pings):
     check_health(results, host, facts)
     if services_by(config, "ip_transparency"):
         check_policy_routing(results, host, config, facts)
-    forwarding_needed = router_nat or config.get("upstream_egress")
+    router_nat4 = [s for s in router_nat if 4 in _families([s])]
+    router_nat6 = [s for s in router_nat if 6 in _families([s])]
+    forwarding_needed = router_nat4 or config.get("upstream_egress")
     forward = facts.get("sysctl", {}).get("ip_forward")
     if forwarding_needed and forward != "1":
         results.add(host, "forwarding", "error", "IPv4 forwarding is off: the proxy drops the upstreams' %s"
-                    % (("replies (router NAT forwards them)%s" % _for(config, router_nat)) if router_nat else "traffic to external servers"),
+                    % (("replies (router NAT forwards them)%s" % _for(config, router_nat4)) if router_nat4 else "traffic to external servers"),
                     ["net.ipv4.ip_forward = %s" % forward], "sysctl -w net.ipv4.ip_forward=1 (re-run the playbook, which persists it)")
     elif forwarding_needed:
         results.ok(host, "forwarding", "net.ipv4.ip_forward = 1")
+    forward6 = facts.get("sysctl", {}).get("ipv6_forwarding")
+    if router_nat6 and forward6 != "1":
+        results.add(host, "forwarding", "error", "IPv6 forwarding is off: the proxy drops the upstreams' IPv6 replies (router NAT forwards "
+                    "them)%s" % _for(config, router_nat6), ["net.ipv6.conf.all.forwarding = %s" % forward6],
+                    "sysctl -w net.ipv6.conf.all.forwarding=1 (re-run the playbook, which persists it; a host that learns its default "
+                    "route from router advertisements needs accept_ra=2 on that interface first)")
+    elif router_nat6:
+        results.ok(host, "forwarding", "net.ipv6.conf.all.forwarding = 1")
     if router_nat:
         demux = facts.get("sysctl", {}).get("udp_early_demux")
         if demux != "0":
@@ -537,12 +711,21 @@ def diagnose_proxy(results, host, config, facts, pings):
         else:
             results.ok(host, "udp_early_demux", "net.ipv4.udp_early_demux = 0")
         check_forward_filter(results, host, config, facts, public_if)
-        check_nat(results, host, dict(config, method="dsr_router_nat", services=router_nat), facts, public_if,
-                  [_ip(u) for u in sorted(set(u for s in router_nat for u in s["upstreams"]))], "router_nat")
+        sources = sorted(set(u for s in router_nat for u in s["upstreams"]))
+        if _of(sources, 4) or not _of(sources, 6):
+            check_nat(results, host, dict(config, method="dsr_router_nat", services=router_nat), facts, public_if,
+                      [_ip(u) for u in sources if _version(u) != 6], "router_nat")
+        if _of(sources, 6):
+            check_nat6(results, host, dict(config, method="dsr_router_nat", services=router_nat6), facts, public_if, _of(sources, 6), "router_nat")
     arrivals = [(public_if, config["client_address"], "client requests")] if public_if else []
-    back = sorted(set(u for s in services_by(config, "ip_transparency", "dsr_router_nat") for u in s["upstreams"]))
+    # rp_filter is IPv4's: IPv6 has none (its reverse-path filters are nftables fib or ip6tables rpfilter rules)
+    back = _of(sorted(set(u for s in services_by(config, "ip_transparency", "dsr_router_nat") for u in s["upstreams"])), 4)
     arrivals += [(_holder(facts, u), u, "replies from upstream %s" % u) for u in back if _holder(facts, u)]
     check_rp_filter(results, host, facts, arrivals)
+    fib = [line.strip() for line in facts.get("nft_ruleset", []) if re.search(r"\bfib saddr\b", line) and 6 in _rule_family(line)]
+    if fib and _of(upstreams, 6):
+        results.add(host, "rp_filter", "info", "IPv6 reverse-path filtering by nftables fib rules is not checked (IPv6 upstreams not checked)",
+                    ["nft: %s" % line for line in fib], "Check by hand that the rules accept the clients' IPv6 requests and the upstreams' replies.")
     client_side = [n for n in (_net(c) for c in config["client_networks"]) if n is not None]
     client_side += [n for i, n, _a in _connected(facts) if i == public_if]
     overlaps = ["client network %s overlaps %s on %s" % (c, n, i) for i, n, _a in _connected(facts) if i in private for c in client_side if c.overlaps(n)]
@@ -621,9 +804,15 @@ def check_reply_routes(results, host, config, facts, gateway, services, entry, r
                     % (entry.get("rule_priority") or 1000, service["protocol"], service["upstream_port"], table, gateway, table))
 
 
-def diagnose_upstream(results, host, config, facts, gateway, pings, entry=None):
+def diagnose_upstream(results, host, config, facts, gateway, pings, entry=None, gateway6=None):
     upstreams = set(u for s in config["services"] for u in s["upstreams"])
     own = [a["address"] for a in facts.get("addresses", []) if a["address"] in upstreams]
+    if own and not _of(own, 4):
+        # an IPv6-only upstream: its IPv6 side only
+        diagnose_upstream6(results, host, config, facts, _of(own, 6)[0], gateway6)
+        check_ping(results, host, pings, {gateway6: "the proxy"})
+        return
+    own = _of(own, 4) + _of(own, 6)
     client = config["client_address"]
     route = facts.get("route_get", {}).get(client, {})
     main = _route_lines(facts, "main")
@@ -671,20 +860,83 @@ def diagnose_upstream(results, host, config, facts, gateway, pings, entry=None):
     check_rp_filter(results, host, facts, [(arrival, client, "requests from the proxy carrying the client's address")])
     if direct:
         check_nat(results, host, dict(config, method="dsr_origin_nat", services=direct), facts, route.get("device"), [_ip(address)], "origin_nat")
-    check_ping(results, host, pings, {gateway: "the proxy"})
+    if _of(own, 6):
+        diagnose_upstream6(results, host, config, facts, _of(own, 6)[0], gateway6)
+    check_ping(results, host, pings, dict([(gateway, "the proxy")] + ([(gateway6, "the proxy (IPv6)")] if gateway6 and _of(own, 6) else [])))
 
 
-def resolve_gateway(config, hosts, name):
-    """An upstream's expected gateway: its upstream_default_route_gateway, else the proxy's address on its subnet."""
+def diagnose_upstream6(results, host, config, facts, address, gateway6):
+    """An upstream's IPv6 side: the route back to the IPv6 client (via the proxy, except with origin NAT) and the
+    origin NAT rules of its IPv6 address. Without an IPv6 client address (or gateway) it says what it left unchecked."""
+    here = [s for s in config["services"] if address in s["upstreams"]]
+    direct = [s for s in here if method_of(config, s) == "dsr_origin_nat"]
+    back = [s for s in here if s not in direct]
+    client = config.get("client_address6") or ""
+    route = facts.get("route_get", {}).get(client, {}) if client else {}
+    via = route.get("gateway")
+    if not client or not route or gateway6 is None:
+        results.add(host, "default_route", "info", "IPv6 upstreams not checked: the route back of %s to the IPv6 clients (%s)" % (
+            address, "no IPv6 client address: set troubleshoot_client_address6" if not client else
+            "no IPv6 gateway: set upstream_default_route_gateway6" if gateway6 is None else "the route was not read"),
+            ["IPv6 client: %s, IPv6 gateway: %s" % (client or "unknown", gateway6 or "unknown")],
+            "Set troubleshoot_client_address6 (or an IPv6 network in troubleshoot_client_networks) and run again.")
+    else:
+        found = ("via %s dev %s" % (via, route.get("device"))) if via else "dev %s (directly connected)" % route.get("device")
+        route_back = "ip -6 route get %s: %s" % (client, route.get("error") or found)
+        main = ["ip -6 route table main: %s" % r["line"] for r in (facts.get("routes6") or {}).get("main", [])]
+        proxy = via is not None and _ip(via) == _ip(gateway6)
+        if direct and proxy:
+            results.add(host, "default_route", "error",
+                        "with origin NAT the IPv6 replies%s must not go via the proxy (%s): it drops packets carrying its own address as source"
+                        % ((" of %s" % _names(direct)) if back or len(methods_of(config)) > 1 else "", gateway6),
+                        [route_back] + main, "Run the dsr_origin_nat playbook: it puts back the default route upstream_default_route replaced.")
+        elif back and not direct and not proxy:
+            results.add(host, "default_route", "error",
+                        "IPv6 replies to the clients go %s, not via the proxy %s: %s"
+                        % (("via %s" % via) if via else "out directly" if not route.get("error") else "nowhere", gateway6,
+                           "the proxy never sees them" if method_of(config, back[0]) == "ip_transparency" else "they are never rewritten"),
+                        [route_back] + main,
+                        "ip -6 route replace default via %s (re-run the %s playbook: role upstream_default_route with "
+                        "upstream_default_route_gateway6)" % (gateway6, method_of(config, back[0])))
+        elif back and direct:
+            results.add(host, "reply_route", "info", "IPv6 upstreams not checked: the rules routing the IPv6 replies of %s via the proxy by "
+                        "source port" % _names(back), [route_back], "Check `ip -6 rule` and the table it looks up by hand.")
+        else:
+            results.ok(host, "default_route", route_back)
+    if direct:
+        defaults = [r for r in (facts.get("routes6") or {}).get("main", []) if r.get("dest") in ("::/0", "default")]
+        device = route.get("device") or (defaults[0].get("device") if defaults else None)
+        check_nat6(results, host, dict(config, method="dsr_origin_nat", services=direct), facts, device, [address], "origin_nat")
+
+
+def resolve_gateway(config, hosts, name, family=4):
+    """An upstream's expected gateway of a family: its upstream_default_route_gateway (``gateway6`` for IPv6), else the
+    proxy's address of that family on its subnet."""
     entry = hosts[name]
-    if entry.get("gateway"):
-        return entry["gateway"]
-    own = [_ip(a["address"]) for a in entry.get("facts", {}).get("addresses", []) if a["interface"] != "lo"]
+    given = entry.get("gateway6" if family == 6 else "gateway")
+    if given:
+        return given
+    public = config.get("public_address6") if family == 6 else config["public_address"]
+    own = [_ip(a["address"]) for a in entry.get("facts", {}).get("addresses", []) if a["interface"] != "lo" and _version(a["address"]) == family]
     for proxy in (n for n in sorted(hosts) if hosts[n]["group"] == "proxy"):
         for iface, network, address in _connected(hosts[proxy].get("facts", {})):
-            if address != config["public_address"] and any(o in network for o in own):
+            if _version(address) == family and _ip(address) != _ip(public) and any(o in network for o in own):
                 return address
     return None
+
+
+def public_address6(config, hosts):
+    """The proxy's public IPv6 address: ``config["public_address6"]``, else the first global IPv6 address on the
+    interface holding the (IPv4) public address of the proxy ``config["proxy_host"]`` (the role's default); '' if none."""
+    if config.get("public_address6"):
+        return config["public_address6"]
+    entry = hosts.get(config.get("proxy_host") or "") or next((hosts[n] for n in sorted(hosts) if hosts[n]["group"] == "proxy"), {})
+    facts = entry.get("facts") or {}
+    public_if = _holder(facts, config["public_address"]) if _ip(config["public_address"]) is not None else None
+    for iface, _network, address in _connected(facts):
+        if iface == public_if and _version(address) == 6:
+            return address
+    return ""
 
 
 def ping_plan(config, hosts):
@@ -700,6 +952,10 @@ def ping_plan(config, hosts):
             gateway = resolve_gateway(config, hosts, name)
             if gateway:
                 plan.append({"host": name, "target": gateway})
+            own = [a["address"] for a in hosts[name].get("facts", {}).get("addresses", [])]
+            gateway6 = resolve_gateway(config, hosts, name, 6) if set(_of(upstreams, 6)) & set(own) else None
+            if gateway6:
+                plan.append({"host": name, "target": gateway6})
     return plan
 
 
@@ -722,6 +978,8 @@ def diagnose(config, hosts, pings=()):
     """Every check over every host. ``hosts``: name -> {group: proxy|upstream, facts, gateway, unreachable};
     ``pings``: [{host, target, ok, summary}] (ping_plan, run)."""
     results = Results()
+    if any(_version(u) == 6 for s in config["services"] for u in s["upstreams"]):
+        config = dict(config, public_address6=public_address6(config, hosts))
     for name in sorted(hosts, key=lambda n: (hosts[n]["group"] != "proxy", n)):
         entry = hosts[name]
         mine = dict((p["target"], p) for p in pings if p["host"] == name)
@@ -731,14 +989,15 @@ def diagnose(config, hosts, pings=()):
         elif entry["group"] == "proxy":
             diagnose_proxy(results, name, config, entry["facts"], mine)
         else:
-            diagnose_upstream(results, name, config, entry["facts"], resolve_gateway(config, hosts, name), mine, entry)
+            diagnose_upstream(results, name, config, entry["facts"], resolve_gateway(config, hosts, name), mine, entry,
+                              resolve_gateway(config, hosts, name, 6))
     return results.items
 
 
-def first_host(networks):
-    """The first usable address of the first valid network (a stand-in client address), '' when none."""
+def first_host(networks, version=4):
+    """The first usable address of the first valid network of a family (a stand-in client address), '' when none."""
     for value in networks or []:
         network = _net(value)
-        if network is not None and network.version == 4:
+        if network is not None and network.version == int(version):
             return str(next(network.hosts(), network.network_address))
     return ""

@@ -26,10 +26,14 @@ def _short(event):
 
 def report(config, findings, traces=None):
     """The findings (and the traces) as readable text."""
-    problems = [f for f in findings if f["severity"] != "ok"]
+    problems = [f for f in findings if f["severity"] in ("error", "warning")]
+    # info: something left unchecked (IPv6 upstreams without an IPv6 client or VIP...), said but not counted as a problem
+    problems += [f for f in findings if f["severity"] == "info"]
     methods = methods_of(config)
     lines = ["Troubleshooting report: %s %s, VIP %s, client %s" % (
-        "methods" if len(methods) > 1 else "method", ", ".join(methods), config["public_address"], config["client_address"])]
+        "methods" if len(methods) > 1 else "method", ", ".join(methods), config["public_address"], config["client_address"])
+        + ("; IPv6 VIP %s, client %s" % (config.get("public_address6") or "unknown", config.get("client_address6") or "unknown")
+           if config.get("public_address6") or config.get("client_address6") else "")]
     if config.get("services"):
         each = ["%s (%s/%d): %s" % (s["name"], s["protocol"], s["port"], method_of(config, s)) for s in config["services"]]
         lines.append("Services: %s" % "; ".join(each))
@@ -46,7 +50,7 @@ def report(config, findings, traces=None):
             hosts.append(finding["host"])
     for host in hosts:
         passed = sorted(set(f["check"] for f in findings if f["host"] == host and f["severity"] == "ok"))
-        failed = sorted(set(f["check"] for f in findings if f["host"] == host and f["severity"] != "ok"))
+        failed = sorted(set(f["check"] for f in findings if f["host"] == host and f["severity"] in ("error", "warning")))
         lines.append("%-10s %s%s" % (host, "ok: %s" % ", ".join(passed) if passed else "", ("; FAILED: %s" % ", ".join(failed)) if failed else ""))
     for result in traces or []:
         probe = result["probe"]
@@ -59,7 +63,8 @@ def report(config, findings, traces=None):
             lines.append("  %d. %-53s %s  +%.1f ms" % (number, hop["stage"], _short(hop), (hop["t"] - result["start"]) * 1000))
         lines.append("  %s %s" % ("OK" if result["ok"] else "LOST", result["verdict"]))
     errors = len([f for f in problems if f["severity"] == "error"])
-    warnings = len(problems) - errors
+    warnings = len([f for f in problems if f["severity"] == "warning"])
+    problems = [f for f in problems if f["severity"] != "info"]
     lost = [r for r in traces or [] if not r["ok"]]
     lines.append("")
     if problems or lost:

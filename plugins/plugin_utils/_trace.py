@@ -18,8 +18,9 @@ __metaclass__ = type
 
 import re
 
-LINE = re.compile(r"^(?P<t>\d+\.\d+)\s+(?P<iface>\S+)\s+(?P<dir>In|Out|B|M|P)\s+IP\s+(?P<src>[0-9.]+?)(?:\.(?P<sport>\d+))?\s+>\s+"
-                  r"(?P<dst>[0-9.]+?)(?:\.(?P<dport>\d+))?:\s*(?P<info>.*)$")
+# tcpdump prints `IP a.b.c.d.port > ...` and `IP6 x:y::z.port > ...` (the port after a dot in both families)
+LINE = re.compile(r"^(?P<t>\d+\.\d+)\s+(?P<iface>\S+)\s+(?P<dir>In|Out|B|M|P)\s+(?P<ip>IP6?)\s+(?P<src>[0-9a-f.:]+?)(?:\.(?P<sport>\d+))?\s+>\s+"
+                  r"(?P<dst>[0-9a-f.:]+?)(?:\.(?P<dport>\d+))?:\s+(?P<info>.*)$")
 
 
 def parse_capture(host, lines):
@@ -29,9 +30,10 @@ def parse_capture(host, lines):
         if not match:
             continue
         event = match.groupdict()
+        event["family"] = 6 if event.pop("ip") == "IP6" else 4
         # an address with four dots and no port would be split wrongly: an IPv4 address has exactly three
         for key, port in (("src", "sport"), ("dst", "dport")):
-            if event[key].count(".") != 3 and event[port]:
+            if event["family"] == 4 and event[key].count(".") != 3 and event[port]:
                 event[key], event[port] = event[key] + "." + event[port], None
         event["t"] = float(event["t"])
         event["host"] = host
@@ -147,9 +149,10 @@ def _explain(config, probe, hops, missing, host, events):
 
 
 def upstream_address(facts, upstreams):
-    """The configured upstream address a host holds ('' when none)."""
+    """The configured upstream address a host holds, an IPv4 one first (the probes are IPv4) ('' when none)."""
     held = [a["address"] for a in (facts or {}).get("addresses", [])]
-    return next((u for u in upstreams if u in held), "")
+    mine = [u for u in upstreams if u in held]
+    return next((u for u in mine if ":" not in u), mine[0] if mine else "")
 
 
 def parse_probes(lines, host, client_address, service, kind):

@@ -101,3 +101,21 @@ def test_the_probe_plan_of_a_single_method_proxy_is_the_service_probed_before():
     cfg = config()
     cfg["services"] = cfg["services"][1:]
     assert [p["service"]["name"] for p in trace.probe_plan(cfg, "", 40000, 4)] == ["dns_udp"]
+
+
+def test_ipv6_capture_lines_become_events_with_their_ports():
+    events = trace.parse_capture("proxy", [
+        "1.700000 eth0 In IP6 2001:db8:99::1.40000 > 2001:db8:99::10.53: 12+ AAAA? x. (20)",
+        "1.800000 eth1 Out IP6 2001:db8:99::1.40000 > fd00:16::11.53: 12+ AAAA? x. (20)",
+        "1.900000 eth1 Out IP6 fd00:16::1 > fd00:16::11: ICMP6, echo request, id 1, seq 1, length 64",
+        "2.000000 eth0 In IP 192.168.99.1.40000 > 192.168.99.10.53: 12+ A? x. (20)"])
+    assert [(e["family"], e["src"], e["sport"], e["dst"], e["dport"], e["proto"]) for e in events] == [
+        (6, "2001:db8:99::1", 40000, "2001:db8:99::10", 53, "udp"), (6, "2001:db8:99::1", 40000, "fd00:16::11", 53, "udp"),
+        (6, "fd00:16::1", None, "fd00:16::11", None, "icmp"), (4, "192.168.99.1", 40000, "192.168.99.10", 53, "udp")]
+    assert events[0]["info"] == "12+ AAAA? x. (20)"
+
+
+def test_upstream_address_prefers_the_hosts_ipv4_upstream_address():
+    facts = {"addresses": [{"interface": "eth0", "address": "3.3.3.3"}, {"interface": "eth0", "address": "2001:db8::3"}]}
+    assert trace.upstream_address(facts, sorted(["2001:db8::3", "3.3.3.3"])) == "3.3.3.3"
+    assert trace.upstream_address(facts, ["2001:db8::3"]) == "2001:db8::3"

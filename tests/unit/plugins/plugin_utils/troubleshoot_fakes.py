@@ -211,3 +211,135 @@ def dns_capture(method, client_port=40016, t=2.0):
         captures["proxy"] += capture((t + 0.003, "eth1", "In", up, c, "1 1/0/0 A 172.16.0.11 (49)"),
                                      (t + 0.0035, "eth0", "Out", VIP + ".53", c, "1 1/0/0 A 172.16.0.11 (49)"))
     return captures
+
+
+# --- a dual-stack proxy (issue 16): one nginx server block and upstream group per family ----------------------------
+
+VIP6, CLIENT6 = "2001:db8:99::10", "2001:db8:99::1"
+UPSTREAMS6 = ["fd00:16::11", "fd00:16::12"]
+PRIVATE6 = "fd00:16::1"
+
+
+def dual_nginx_conf(dns_method="ip_transparency", bind6=None):
+    """`nginx -T` of a dual-stack proxy as the role renders it: HTTP by IP Transparency and DNS over UDP by
+    ``dns_method``, each with an IPv4 group (netops_<name>) and an IPv6 group (netops_<name>_v6, `listen [::]:port`),
+    the DNS groups' servers in the health checker's include files (which `nginx -T` prints too)."""
+    dsr = dns_method != "ip_transparency"
+    return """# configuration file /etc/nginx/nginx.conf:
+user www-data;
+http { include /etc/nginx/conf.d/*.conf; }
+
+# configuration file /etc/nginx/conf.d/netops-transparent-proxy.conf:
+# Methods: ip_transparency%(others)s.
+upstream netops_http { server 172.16.0.11:80; server 172.16.0.12:80; }
+upstream netops_http_v6 { server [fd00:16::11]:80; server [fd00:16::12]:80 max_fails=2; }
+server {
+    # Service http: method ip_transparency.
+    listen 80;
+    location / { proxy_bind $remote_addr transparent; proxy_pass http://netops_http; }
+}
+server {
+    # Service http: method ip_transparency.
+    listen [::]:80;
+    location / { proxy_bind $remote_addr transparent; proxy_pass http://netops_http_v6; }
+}
+
+# configuration file /etc/nginx/netops-transparent-proxy/stream.conf:
+# Methods: ip_transparency%(others)s.
+upstream netops_dns_udp {
+    # Membership written by netops-healthcheck.service (active health checks).
+    include /etc/nginx/netops-transparent-proxy/upstreams/dns_udp.conf;
+}
+
+server {
+    # Service dns_udp: method %(m)s.
+    listen 53 udp;
+    proxy_pass netops_dns_udp;
+    proxy_bind %(bind4)s transparent;
+    proxy_responses %(responses)d;
+}
+
+upstream netops_dns_udp_v6 {
+    # Membership written by netops-healthcheck.service (active health checks).
+    include /etc/nginx/netops-transparent-proxy/upstreams/dns_udp_v6.conf;
+}
+
+server {
+    # Service dns_udp: method %(m)s.
+    listen [::]:53 udp;
+    proxy_pass netops_dns_udp_v6;
+    proxy_bind %(bind6)s transparent;
+    proxy_responses %(responses)d;
+}
+
+# configuration file /etc/nginx/netops-transparent-proxy/upstreams/dns_udp.conf:
+server 172.16.0.11:53;
+server 172.16.0.12:53;
+
+# configuration file /etc/nginx/netops-transparent-proxy/upstreams/dns_udp_v6.conf:
+server [fd00:16::11]:53;
+server [fd00:16::12]:53 down;
+""" % {"m": dns_method, "others": (", " + dns_method) if dsr else "", "responses": 0 if dsr else 1,
+       "bind4": "$remote_addr:$remote_port" if dsr else "$remote_addr",
+       "bind6": bind6 or ("[$remote_addr]:$remote_port" if dsr else "$remote_addr")}
+
+
+def dual_config(dns_method="ip_transparency"):
+    """The dual-stack services: every upstream listed by both its addresses (the lab's inventory after issue 16)."""
+    cfg = config()
+    cfg["method"] = "mixed" if dns_method != "ip_transparency" else "ip_transparency"
+    for service in cfg["services"]:
+        service["upstreams"] = UPSTREAMS + UPSTREAMS6
+    cfg["services"][0]["method"] = "ip_transparency"
+    cfg["services"][1].update(method=dns_method, proxy_responses=0 if dns_method != "ip_transparency" else 1)
+    cfg.update(public_address6="", client_address6=CLIENT6, client_networks=["192.168.99.0/24", "2001:db8:99::/64"])
+    return cfg
+
+
+def dual_lab(dns_method="ip_transparency"):
+    """The lab once the playbooks deploy the dual-stack services: HTTP by Method 1, DNS by ``dns_method``."""
+    hosts = mixed_lab(dns_method) if dns_method != "ip_transparency" else lab()
+    proxy = hosts["proxy"]["facts"]
+    proxy["nginx"]["config"] = dual_nginx_conf(dns_method)
+    proxy["addresses"] += [{"interface": "lo", "address": "::1", "prefix": 128, "network": "::1/128"},
+                           {"interface": "eth0", "address": VIP6, "prefix": 64, "network": "2001:db8:99::/64"},
+                           {"interface": "eth0", "address": "fe80::10", "prefix": 64, "network": "fe80::/64"},
+                           {"interface": "eth1", "address": PRIVATE6, "prefix": 64, "network": "fd00:16::/64"}]
+    proxy["rules6"] = [{"line": "0: from all lookup local", "priority": 0, "fwmark": None, "fwmask": None, "table": 255, "action": "lookup",
+                        "selectors": False},
+                       {"line": "100: from all fwmark 0x1 lookup 100", "priority": 100, "fwmark": 1, "fwmask": 0xFFFFFFFF, "table": 100,
+                        "action": "lookup", "selectors": False},
+                       {"line": "32766: from all lookup main", "priority": 32766, "fwmark": None, "fwmask": None, "table": 254,
+                        "action": "lookup", "selectors": False}]
+    proxy["routes6"] = {"main": [], "100": [{"type": "local", "dest": "::/0", "device": "lo", "line": "local default dev lo table 100 metric 1024"}]}
+    route = {"type": "unicast", "gateway": None, "source": None, "table": 254}
+    proxy["route_get"].update([(CLIENT6, dict(route, device="eth0"))] + [(u, dict(route, device="eth1")) for u in UPSTREAMS6])
+    proxy["sysctl"]["ipv6_forwarding"] = "1" if dns_method == "dsr_router_nat" else "0"
+    # the health checker: one state entry per group, dns_udp_v6 included
+    ups = dict(("%s:53" % (a if ":" not in a else "[%s]" % a), {"address": a, "port": 53, "state": "up"}) for a in UPSTREAMS)
+    ups6 = dict(("[%s]:53" % a, {"address": a, "port": 53, "state": "up"}) for a in UPSTREAMS6)
+    proxy["health"] = {"present": True, "path": "/var/lib/netops-healthcheck/state.json",
+                       "state": {"services": {"dns_udp": {"fail_open": False, "upstreams": ups},
+                                              "dns_udp_v6": {"fail_open": False, "upstreams": ups6}}, "last_reload_error": ""}}
+    marks = ['iifname { "eth1" } ip6 saddr { fd00:16::11, fd00:16::12 } tcp sport 80 meta mark set 0x00000001 comment "http"']
+    if dns_method == "ip_transparency":
+        marks.append('iifname { "eth1" } ip6 saddr { fd00:16::11, fd00:16::12 } udp sport 53 meta mark set 0x00000001 comment "dns_udp_v6"')
+    proxy["nft_ruleset"] = proxy["nft_ruleset"] + marks
+    if dns_method == "dsr_router_nat":
+        proxy["nat"]["eth0"]["nftables"].append({"src": "fd00:16::/120", "protocol": "udp", "sport": 53, "nat_to": VIP6})
+        proxy["nft_ruleset"] += [
+            "chain forward {", "type filter hook forward priority filter; policy accept;",
+            'iifname { "eth1" } oifname "eth0" ip saddr { 172.16.0.11, 172.16.0.12 } udp sport 53 accept comment "dns_udp"',
+            'iifname { "eth1" } oifname "eth0" ip6 saddr { fd00:16::11, fd00:16::12 } udp sport 53 accept comment "dns_udp_v6"',
+            'iifname "eth0" oifname { "eth1" } drop', 'iifname { "eth1" } oifname "eth0" drop', "}"]
+    for name, address, address6 in (("upstream1", UPSTREAMS[0], UPSTREAMS6[0]), ("upstream2", UPSTREAMS[1], UPSTREAMS6[1])):
+        facts = hosts[name]["facts"]
+        facts["addresses"] = facts["addresses"] + [{"interface": "eth0", "address": address6, "prefix": 64, "network": "fd00:16::/64"},
+                                                   {"interface": "eth0", "address": "fe80::1", "prefix": 64, "network": "fe80::/64"}]
+        via6 = "fd00:16::253" if dns_method == "dsr_origin_nat" else PRIVATE6
+        facts["route_get"][CLIENT6] = {"type": "unicast", "gateway": via6, "device": "eth0", "source": address6, "table": 254}
+        facts["routes6"] = {"main": [{"type": "unicast", "dest": "::/0", "gateway": via6, "device": "eth0",
+                                      "line": "default via %s dev eth0 metric 1024" % via6}]}
+        if dns_method == "dsr_origin_nat":
+            facts["nat"]["eth0"]["nftables"].append({"src": address6 + "/128", "protocol": "udp", "sport": 53, "nat_to": VIP6})
+    return hosts

@@ -73,3 +73,36 @@ def test_services_with_known_methods_or_none_pass_the_preflight(tmp_path):
     proc = _preflight(tmp_path, [{"name": "http", "port": 80, "http": True, "upstreams": ["172.16.0.11"]},
                                  {"name": "dns", "port": 53, "protocol": "udp", "upstreams": ["172.16.0.11"], "method": "dsr_origin_nat"}])
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+
+
+def _dual(tmp_path, **extra):
+    """The preflight of a proxy whose service has IPv4 and IPv6 upstreams (issue 16)."""
+    inventory = {"all": {"children": {"proxy": {"hosts": {"proxy-1": dict({
+        "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+        "nginx_transparent_proxy_method": "ip_transparency", "nginx_transparent_proxy_public_address": "192.0.2.10",
+        "nginx_transparent_proxy_client_networks": ["192.0.2.0/24", "2001:db8:2::/64"],
+        "nginx_transparent_proxy_services": [{"name": "dns", "port": 53, "protocol": "udp", "upstreams": ["172.16.0.11", "fd00:16::11"]}],
+    }, **extra)}}}}}
+    (tmp_path / "inventory.json").write_text(json.dumps(inventory))
+    (tmp_path / "playbook.yml").write_text(PLAYBOOK.replace("vip={{ __troubleshoot_public_address }}",
+                                                            "vip={{ __troubleshoot_public_address }} client6={{ __troubleshoot_client_address6 }}"
+                                                            " vip6={{ __troubleshoot_public_address6 }}"))
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".collections"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_LOCALHOST_WARNING="false", LC_ALL="C.UTF-8")
+    env.pop("ANSIBLE_CONFIG", None)
+    proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", "inventory.json", "playbook.yml"],
+                          env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=300, check=False)
+    return proc, " ".join((proc.stdout + proc.stderr).split())
+
+
+def test_a_dual_stack_service_gets_an_ipv6_client_and_vip(tmp_path):
+    proc, output = _dual(tmp_path, nginx_transparent_proxy_public_address6="2001:db8:2::10")
+    assert proc.returncode == 0, output[-3000:]
+    assert "client=192.0.2.1 vip=192.0.2.10 client6=2001:db8:2::1 vip6=2001:db8:2::10" in output, output[-3000:]
+
+
+def test_an_ipv6_vip_in_the_ipv4_variable_is_refused_naming_the_ipv6_one(tmp_path):
+    proc, output = _dual(tmp_path, nginx_transparent_proxy_public_address="2001:db8:2::10", nginx_transparent_proxy_public_address6="192.0.2.10")
+    assert proc.returncode != 0, output[-3000:]
+    assert "(an IPv6 VIP goes in troubleshoot_public_address6)" in output, output[-3000:]
+    assert "The IPv6 VIP '192.0.2.10' is not an IPv6 address" in output, output[-3000:]
