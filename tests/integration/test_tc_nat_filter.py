@@ -178,7 +178,9 @@ def test_nftables_rewrites_sources_idempotently_and_absent_restores(pair, run_mo
 
     after = pair.exchange(DATAGRAMS)
     assert after == {"a": "%s 53" % VIP, "b": "%s 53" % VIP, "c": "192.168.99.20 53", "d": "172.16.0.11 54"}
-    assert pair.exchange([("raw", "2001:db8:16::11", 53, "v6")], version=6) == {"v6": "%s 53" % VIP6}
+    # a raw datagram (software checksum) and one a socket sent (checksum offloaded: see the test below)
+    assert pair.exchange([("raw", "2001:db8:16::11", 53, "v6"), ("sock", "2001:db8:16::11", 53, "v6s")], version=6) == {
+        "v6": "%s 53" % VIP6, "v6s": "%s 53" % VIP6}
 
     again = run_module(pair.up, "tc_nat_filter", args)
     assert again["changed"] is False, again
@@ -198,6 +200,77 @@ def test_nftables_rewrites_sources_idempotently_and_absent_restores(pair, run_mo
     assert nft_tables(sh, pair.up) == []
     assert pair.exchange(DATAGRAMS) == before
     assert run_module(pair.up, "tc_nat_filter", {"device": "up0", "state": "absent"})["changed"] is False
+
+
+# Reads one IPv6/UDP datagram (payload argv[2]) on a device (argv[1]) with an AF_PACKET socket and the kernel's
+# auxiliary data: whether its checksum is still to be completed (TP_STATUS_CSUMNOTREADY, CHECKSUM_PARTIAL: the
+# sender's stack left the UDP checksum field holding the pseudo-header sum, for the device to finish), and whether
+# that seed, or else the full checksum, matches the addresses the datagram carries now.
+SNIFFER6 = textwrap.dedent("""
+    import json, socket, struct, sys
+    ETH_P_IPV6, SOL_PACKET, PACKET_AUXDATA, TP_STATUS_CSUMNOTREADY = 0x86DD, 263, 8, 8
+
+    def add(data):
+        if len(data) % 2:
+            data += b"\\0"
+        return sum(struct.unpack("!%dH" % (len(data) // 2), data))
+
+    def fold(total):
+        while total >> 16:
+            total = (total & 0xFFFF) + (total >> 16)
+        return total
+
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IPV6))
+    s.bind((sys.argv[1], ETH_P_IPV6))
+    s.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+    s.settimeout(float(sys.argv[3]))
+    print("ready", flush=True)
+    try:
+        while True:
+            data, ancillary, _flags, _addr = s.recvmsg(4096, socket.CMSG_SPACE(20))
+            if len(data) < 48 or data[6] != 17:  # UDP right after the IPv6 header
+                continue
+            udp = data[40:]
+            sport, _dport, length, check = struct.unpack("!HHHH", udp[:8])
+            if udp[8:length] != sys.argv[2].encode():
+                continue
+            status = [struct.unpack("I", item[2][:4])[0] for item in ancillary if item[:2] == (SOL_PACKET, PACKET_AUXDATA)]
+            pseudo = add(data[8:40] + struct.pack("!I3xB", length, 17))
+            print(json.dumps({"src": socket.inet_ntop(socket.AF_INET6, data[8:24]), "sport": sport,
+                              "partial": bool(status and status[0] & TP_STATUS_CSUMNOTREADY),
+                              "seed_ok": fold(pseudo) % 0xFFFF == check % 0xFFFF,
+                              "full_ok": fold(pseudo + add(udp[:length])) == 0xFFFF}), flush=True)
+            break
+    except socket.timeout:
+        print("timeout", flush=True)
+""")
+
+
+def _sniff6(pair, tag, timeout=30):
+    sniffer = subprocess.Popen(["ip", "netns", "exec", pair.cl, sys.executable, "-c", SNIFFER6, "cl0", tag, str(timeout)],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert sniffer.stdout.readline().strip() == "ready"
+        sent = ns_python(pair.up, SENDER, "sock,2001:db8:16::11,53,fd00:5::2,5353,%s" % tag)
+        assert sent.returncode == 0, sent.stderr
+        out = sniffer.communicate(timeout=timeout + 30)[0].strip()
+    finally:
+        if sniffer.poll() is None:
+            sniffer.kill()
+    assert out != "timeout", "the datagram never came"
+    return json.loads(out)
+
+
+def test_nftables_fixes_the_offloaded_checksum_of_a_socket_sent_ipv6_datagram(pair, run_module):
+    """F3 of issue 16: `ip6 saddr set` on a datagram whose UDP checksum the device is to finish (CHECKSUM_PARTIAL, as a
+    socket sends it through a veth with tx checksumming) updates the pseudo-header seed, not only a full checksum."""
+    before = _sniff6(pair, "seed0")
+    assert before == {"src": "2001:db8:16::11", "sport": 53, "partial": True, "seed_ok": True, "full_ok": False}, before
+
+    run_module(pair.up, "tc_nat_filter", {"device": "up0", "backend": "nftables", "rules": RULES[3:]})
+    after = _sniff6(pair, "seed1")
+    # a seed left for the old source would fail seed_ok: it is the sum of the addresses the datagram carries now
+    assert after == {"src": VIP6, "sport": 53, "partial": True, "seed_ok": True, "full_ok": False}, after
 
 
 def test_nftables_update_and_partial_absent(pair, run_module, sh):
