@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from test_templates import RICH, ROOT, render  # same directory (pytest puts it on sys.path)
+from test_templates import DUAL_STACK_SERVICES, RICH, ROOT, render  # same directory (pytest puts it on sys.path)
 
 IMAGE = "netops-ipt-lab"
 PROGRAM = os.path.join(ROOT, "roles", "nginx_transparent_proxy", "files", "netops-healthcheck.py")
@@ -38,6 +38,7 @@ UDP = [{"name": "dns_udp", "protocol": "udp", "port": 53, "balance": "random",
         "upstreams": [{"address": "172.16.0.11", "weight": 4, "max_fails": 0}, "172.16.0.12"], "server_extra": ["proxy_connect_timeout 1s"]},
        {"name": "syslog", "protocol": "udp", "port": 514, "balance": "least_conn", "health_check": {"type": "none"},
         "upstreams": ["172.16.0.11", {"address": "172.16.0.13", "backup": True}]}]
+DUAL_STACK = [dict((k, v) for k, v in s.items() if k != "listen_address") for s in DUAL_STACK_SERVICES]
 # nginx_transparent_proxy_* variables of each case, beside the services; "refused" cases bypass the preflight
 CASES = {
     "ip_transparency_checker": {"nginx_transparent_proxy_services": RICH},
@@ -49,6 +50,10 @@ CASES = {
     "mixed_1_2a_checker": {"nginx_transparent_proxy_services": [RICH[0], dict(RICH[1], method="dsr_router_nat"), RICH[2]]},
     "mixed_1_2b_inline": {"nginx_transparent_proxy_services": [RICH[0], dict(RICH[1], method="dsr_origin_nat"), RICH[2]] + UDP[1:],
                           "nginx_transparent_proxy_health_check": False},
+    # IPv4 and IPv6 (issue 16): a listener and an upstream group per family, `[$remote_addr]:$remote_port` for DSR
+    # (without the golden case's listen_address: nginx -t binds a given address, which the container does not hold)
+    "dual_stack_checker": {"nginx_transparent_proxy_services": DUAL_STACK},
+    "dual_stack_inline": {"nginx_transparent_proxy_services": DUAL_STACK, "nginx_transparent_proxy_health_check": False},
     "refused_hash_with_backup": {"nginx_transparent_proxy_health_check": False, "nginx_transparent_proxy_services": [
         {"name": "dns_udp", "protocol": "udp", "port": 53, "balance": "hash", "hash_key": "$remote_addr",
          "upstreams": ["172.16.0.11", {"address": "172.16.0.12", "backup": True}]}]},

@@ -25,9 +25,10 @@ SERVICES = [
 RENDERED = ("stream.conf", "http.conf", "healthcheck.json", "netops-transparent-proxy.nft", "sysctl.conf")
 
 
-def render(tmp_path, **extra):
+def render(tmp_path, names=RENDERED, **extra):
     extra.setdefault("nginx_transparent_proxy_services", SERVICES)
     extra["out_dir"] = str(tmp_path)
+    extra["rendered"] = list(names)
     extra["ansible_python_interpreter"] = sys.executable
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".collections"), ANSIBLE_NOCOLOR="1",
                ANSIBLE_LOCALHOST_WARNING="false", ANSIBLE_INVENTORY_UNPARSED_WARNING="false", LC_ALL="C.UTF-8")
@@ -36,7 +37,7 @@ def render(tmp_path, **extra):
             os.path.join(HERE, "render.yml"), "-e", json.dumps(extra)]
     proc = subprocess.run(argv, env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return dict((name, (tmp_path / name).read_text()) for name in RENDERED)
+    return dict((name, (tmp_path / name).read_text()) for name in names)
 
 
 def block(text, head):
@@ -215,9 +216,94 @@ def test_each_methods_nftables_rules_cover_only_its_services(tmp_path):
     assert "udp_early_demux" not in only_dsr_origin["sysctl.conf"]
 
 
+# ---------------------------------------------------------------------------------------------------------
+# IPv4 and IPv6 (issue 16): one listener and one upstream group per family of a service's upstreams
+# ---------------------------------------------------------------------------------------------------------
+
+UPSTREAMS6 = ["fd00:16::11", "fd00:16::12"]
+DUAL_STACK_SERVICES = [
+    # Method 1, both families: two listeners, netops_web and netops_web_v6
+    {"name": "web", "protocol": "tcp", "port": 80, "http": True, "upstreams": UPSTREAMS + UPSTREAMS6},
+    # Method 2a, both families; the probe source is IPv6, so only the IPv6 group's probes use it
+    {"name": "dns_udp", "protocol": "udp", "port": 53, "method": "dsr_router_nat",
+     "upstreams": UPSTREAMS + [{"address": "fd00:16::11", "weight": 2}, "fd00:16::12"],
+     "health_check": {"dns_name": "www.example.com", "dns_type": "AAAA", "dns_rcodes": ["NOERROR"], "source": "fd00:16::1"}},
+    # Method 1, IPv6 only, on one address
+    {"name": "dns_tcp", "protocol": "tcp", "port": 53, "listen_address": "2001:db8:99::10", "upstreams": UPSTREAMS6},
+    # Method 2b, both families
+    {"name": "syslog", "protocol": "udp", "port": 514, "method": "dsr_origin_nat", "health_check": {"type": "none"},
+     "upstreams": ["172.16.0.13", "fd00:16::13"]},
+]
+DUAL_STACK = {"dual_stack": {"nginx_transparent_proxy_method": "ip_transparency", "nginx_transparent_proxy_services": DUAL_STACK_SERVICES}}
+UNIT = "netops-transparent-proxy.service"
+
+
+def test_dual_stack_renders_as_reviewed(tmp_path):
+    out = render(tmp_path, names=RENDERED + (UNIT,), **DUAL_STACK["dual_stack"])
+    for name, text in out.items():
+        with open(os.path.join(GOLDEN, "dual_stack", name)) as handle:
+            assert text == handle.read(), "dual_stack/%s differs from the reviewed golden file" % name
+
+
+def test_each_family_has_its_own_listener_group_and_bind(tmp_path):
+    out = render(tmp_path, **DUAL_STACK["dual_stack"])
+    stream, http = out["stream.conf"], out["http.conf"]
+    blocks = dict((re.search(r"proxy_pass (?:http://)?netops_(\w+);", b).group(1), b) for b in server_blocks(stream) + server_blocks(http))
+    assert sorted(blocks) == ["dns_tcp_v6", "dns_udp", "dns_udp_v6", "syslog", "syslog_v6", "web", "web_v6"]
+    # the troubleshooter's marker stays the service's first line in both families' blocks
+    assert all(b.startswith("    # Service %s: method " % re.sub("_v6$", "", g)) for g, b in blocks.items())
+    assert "listen 53 udp;" in blocks["dns_udp"] and "proxy_bind $remote_addr:$remote_port transparent;" in blocks["dns_udp"]
+    # DSR over IPv6: brackets, or nginx parses 2001:db8:99::1:4000 as an address (plan fact F2)
+    assert "listen [::]:53 udp;" in blocks["dns_udp_v6"] and "proxy_bind [$remote_addr]:$remote_port transparent;" in blocks["dns_udp_v6"]
+    assert "proxy_responses 0;" in blocks["dns_udp_v6"] and "proxy_bind [$remote_addr]:$remote_port transparent;" in blocks["syslog_v6"]
+    assert "listen [2001:db8:99::10]:53;" in blocks["dns_tcp_v6"] and "proxy_bind $remote_addr transparent;" in blocks["dns_tcp_v6"]
+    assert "listen 80;" in blocks["web"] and "listen [::]:80;" in blocks["web_v6"] and "proxy_bind $remote_addr transparent;" in blocks["web_v6"]
+    assert "include /etc/nginx/netops-transparent-proxy/upstreams/dns_udp_v6.conf;" in block(stream, "upstream netops_dns_udp_v6")
+    assert "include /etc/nginx/netops-transparent-proxy/upstreams/web_v6.conf;" in block(http, "upstream netops_web_v6")
+    config = dict((s["name"], s) for s in json.loads(out["healthcheck.json"])["services"])
+    assert sorted(config) == ["dns_tcp_v6", "dns_udp", "dns_udp_v6", "syslog", "syslog_v6", "web", "web_v6"]
+    assert config["dns_udp"]["upstreams"] == UPSTREAMS and config["dns_udp"]["check"]["source"] == ""
+    assert config["dns_udp_v6"]["upstreams"] == [{"address": "fd00:16::11", "params": "weight=2"}, "fd00:16::12"]
+    assert config["dns_udp_v6"]["check"]["source"] == "fd00:16::1"
+
+
+def test_ipv6_servers_are_bracketed_without_the_checker(tmp_path):
+    out = render(tmp_path, nginx_transparent_proxy_health_check=False, **DUAL_STACK["dual_stack"])
+    assert block(out["stream.conf"], "upstream netops_dns_udp_v6").splitlines() == [
+        "    server [fd00:16::11]:53 weight=2;", "    server [fd00:16::12]:53;"]
+    assert block(out["stream.conf"], "upstream netops_dns_udp").splitlines() == ["    server 172.16.0.11:53;", "    server 172.16.0.12:53;"]
+
+
+def test_dual_stack_kernel_side_per_family(tmp_path):
+    out = render(tmp_path, names=RENDERED + (UNIT,), **DUAL_STACK["dual_stack"])
+    nft = out["netops-transparent-proxy.nft"]
+    prerouting, forward = (re.search(r"chain %s \{\n(.*?)\n\t\}" % c, nft, re.S).group(1) for c in ("prerouting", "forward"))
+    assert "set upstreams6 {\n\t\ttype ipv6_addr\n\t\telements = { fd00:16::11, fd00:16::12, fd00:16::13 }" in nft
+    assert 'ip6 saddr { fd00:16::11, fd00:16::12 } tcp sport 80 meta mark set 0x1 comment "web_v6"' in prerouting
+    assert 'ip saddr { 172.16.0.11, 172.16.0.12 } tcp sport 80 meta mark set 0x1 comment "web"' in prerouting
+    assert 'ip6 saddr { fd00:16::11, fd00:16::12 } tcp sport 53 meta mark set 0x1 comment "dns_tcp_v6"' in prerouting
+    assert "syslog" not in prerouting and "dns_udp" not in prerouting
+    assert 'ip6 saddr { fd00:16::11, fd00:16::12 } udp sport 53 accept comment "dns_udp_v6"' in forward
+    assert "net.ipv6.conf.all.forwarding = 1" in out["sysctl.conf"] and "net.ipv4.udp_early_demux = 0" in out["sysctl.conf"]
+    unit = out[UNIT]
+    assert "After=systemd-sysctl.service" in unit and "ExecStart=ip -4 route replace local 0.0.0.0/0 dev lo table 100" in unit
+    assert "ExecStart=ip -6 rule add priority 100 fwmark 1 lookup 100" in unit and "ExecStart=ip -6 route replace local ::/0 dev lo table 100" in unit
+    # without IPv6 upstreams: neither the IPv6 set nor the IPv6 lines (the IPv4 golden files stay as they were)
+    (tmp_path / "v4").mkdir()
+    v4 = render(tmp_path / "v4", names=RENDERED + (UNIT,), nginx_transparent_proxy_method="ip_transparency")
+    assert "ipv6" not in v4["netops-transparent-proxy.nft"] and "ipv6" not in v4["sysctl.conf"]
+    assert "ip -6" not in v4[UNIT] and "systemd-sysctl" not in v4[UNIT]
+    # IPv6 only with Method 1: no IPv4 rule at boot, no IPv6 forwarding
+    (tmp_path / "v6").mkdir()
+    v6 = render(tmp_path / "v6", names=RENDERED + (UNIT,), nginx_transparent_proxy_method="ip_transparency",
+                nginx_transparent_proxy_services=[DUAL_STACK_SERVICES[2]])
+    assert "ip -4" not in v6[UNIT] and "ip -6 rule add" in v6[UNIT]
+    assert "set upstreams {" not in v6["netops-transparent-proxy.nft"]
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("nft") is None, reason="nft -c needs root and nft")
 def test_nft_accepts_every_rendered_table(tmp_path):
-    for case, extra in sorted(list(MIXED.items()) + list(GOLDEN_CASES.items())):
+    for case, extra in sorted(list(MIXED.items()) + list(GOLDEN_CASES.items()) + list(DUAL_STACK.items())):
         (tmp_path / case).mkdir()
         render(tmp_path / case, **extra)
         proc = subprocess.run(["nft", "-c", "-f", str(tmp_path / case / "netops-transparent-proxy.nft")],
