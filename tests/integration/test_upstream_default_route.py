@@ -91,14 +91,16 @@ def _run_role(upstream, tmp_path, text=PLAYBOOK, role_vars=None, check=False):
     playbook = tmp_path / "playbook.yml"
     playbook.write_text(text)
     extra = tmp_path / "vars.json"
-    extra.write_text(json.dumps(dict(role_vars or {}, **{
+    (tmp_path / "sysctl.d").mkdir(exist_ok=True)
+    extra.write_text(json.dumps(dict({
         "ansible_python_interpreter": sys.executable,
         "upstream_default_route_gateway": "172.16.0.1",
         "upstream_default_route_persist": False,
         "upstream_default_route_controller_address": "172.16.0.5",
-        # keep the record out of the host's /etc
+        # keep the record and the sysctl file out of the host's /etc
         "__upstream_default_route_fact_file": str(tmp_path / "facts.d" / "netops_upstream_default_route.fact"),
-    })))
+        "__upstream_default_route_sysctl_file": str(tmp_path / "sysctl.d" / "62-netops-upstream-default-route.conf"),
+    }, **(role_vars or {}))))
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".collections"),
                ANSIBLE_NOCOLOR="1", ANSIBLE_LOCAL_TEMP=str(tmp_path / "local-tmp"), ANSIBLE_REMOTE_TEMP=str(tmp_path / "remote-tmp"))
     cmd = ["ip", "netns", "exec", upstream, os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
@@ -319,3 +321,189 @@ def test_the_boot_unit_sets_the_same_rules_and_route_again(upstream, sh, tmp_pat
         for line in lines:
             sh(upstream, line.lstrip("-"), check=not line.startswith("-"))
         assert _state(sh, upstream) == wanted
+
+
+# --- IPv6 (issue 16): both families in one run ---------------------------------------------------------------------
+
+ROUTER6 = "ip -6 route add default via fd00:2::2 dev d1 metric 100"
+# a default route learned from router advertisements (as the kernel marks it): not recorded, the advertisements
+# bring it back once accept_ra_defrtr is put back
+RA6 = "ip -6 route add default via fe80::1 dev d0 proto ra"
+DUAL = {"upstream_default_route_gateway6": "fd00:16::1"}
+DUAL_SEL = dict(SEL_TCP80, **DUAL)
+
+
+@pytest.fixture
+def upstream6(upstream, sh):
+    """The upstream dual-stack: d0 also fd00:16::11/64 (the proxy is fd00:16::1), d1 fd00:2::15/64 (the router is
+    fd00:2::2); every interface accepts router advertisements, with accept_ra_defrtr 1 (a new namespace's defaults)."""
+    sh(upstream, "sysctl -qw net.ipv6.conf.lo.disable_ipv6=0 net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0"
+                 " && for d in d0 d1 d2; do sysctl -qw net.ipv6.conf.$d.disable_ipv6=0 net.ipv6.conf.$d.accept_ra=1"
+                 " net.ipv6.conf.$d.accept_ra_defrtr=1; done"
+                 " && ip addr add fd00:16::11/64 dev d0 nodad && ip addr add fd00:2::15/64 dev d1 nodad")
+    return upstream
+
+
+def _state6(sh, ns):
+    """Both families' rules and routes (the local tables left out), and d0's accept_ra_defrtr."""
+    rules = sh(ns, "ip -6 rule show")
+    routes = sh(ns, "ip -6 route show table all | grep -v '^local \\|^multicast \\|^anycast \\|table local\\|^fe80::/64'")
+    return _state(sh, ns) + "---\n" + rules + "---\n" + routes + "---\n" + _defrtr(sh, ns)
+
+
+def _defrtr(sh, ns):
+    return sh(ns, "cat /proc/sys/net/ipv6/conf/d0/accept_ra_defrtr").strip()
+
+
+def _defaults6(sh, ns, table="main"):
+    return sh(ns, "ip -6 route show default table %s" % table).strip()
+
+
+def _record(tmp_path):
+    return json.loads((tmp_path / "facts.d" / "netops_upstream_default_route.fact").read_text())
+
+
+def _sysctl_file(tmp_path):
+    return tmp_path / "sysctl.d" / "62-netops-upstream-default-route.conf"
+
+
+def test_both_families_present_rerun_absent(upstream6, sh, tmp_path):
+    """One run routes both families via the proxy, with accept_ra_defrtr off on the IPv6 gateway's interface; a
+    re-run (and its check mode) changes nothing; absent puts both families back, except the route learned from
+    router advertisements, which they bring back."""
+    for command in (ROUTER, ROUTER6, RA6):
+        sh(upstream6, command)
+    baseline = _state6(sh, upstream6)
+    assert _defrtr(sh, upstream6) == "1"
+
+    preview = _step(upstream6, tmp_path, DUAL, check=True)
+    assert _changed(preview) > 0
+    assert _state6(sh, upstream6) == baseline
+    assert not (tmp_path / "facts.d" / "netops_upstream_default_route.fact").exists()
+
+    proc = _step(upstream6, tmp_path, DUAL)
+    order = _changed_tasks(proc)
+    assert order.index("Turn accept_ra_defrtr off now") < \
+        order.index("Route the default traffic via the proxy (replacing every other default route of the table)"), order
+    assert sh(upstream6, "ip route show default table main").strip() == "default via 172.16.0.1 dev d0"
+    assert _defaults6(sh, upstream6) == "default via fd00:16::1 dev d0 metric 1024 pref medium"
+    assert _defrtr(sh, upstream6) == "0"
+    assert "net/ipv6/conf/d0/accept_ra_defrtr = 0" in _sysctl_file(tmp_path).read_text()
+    record = _record(tmp_path)
+    # the IPv4 keys as before IPv6, the IPv6 family under `ipv6`; the advertised route is not saved
+    assert record["gateway"] == "172.16.0.1" and record["family"] == "ipv4"
+    assert [r["gateway"] for r in record["replaced"]] == ["10.0.2.2"]
+    assert record["ipv6"]["gateway"] == "fd00:16::1" and record["ipv6"]["family"] == "ipv6"
+    assert [(r["gateway"], r["metric"]) for r in record["ipv6"]["replaced"]] == [("fd00:2::2", 100)]
+    assert record["ipv6"]["accept_ra_defrtr"] == {"d0": "1"}
+    during = _state6(sh, upstream6)
+
+    assert _changed(_step(upstream6, tmp_path, DUAL)) == 0
+    assert _changed(_step(upstream6, tmp_path, DUAL, check=True)) == 0
+    assert _state6(sh, upstream6) == during
+
+    _step(upstream6, tmp_path, dict(DUAL, upstream_default_route_state="absent"))
+    sh(upstream6, RA6)  # the next advertisement
+    assert _state6(sh, upstream6) == baseline
+    assert not _sysctl_file(tmp_path).exists()
+    assert not (tmp_path / "facts.d" / "netops_upstream_default_route.fact").exists()
+
+
+def test_accept_ra_defrtr_is_left_alone_when_asked_or_without_advertisements(upstream6, sh, tmp_path):
+    sh(upstream6, ROUTER6)
+    _step(upstream6, tmp_path, dict(DUAL, upstream_default_route_accept_ra_defrtr=True))
+    assert _defrtr(sh, upstream6) == "1" and not _sysctl_file(tmp_path).exists()
+    assert "accept_ra_defrtr" not in _record(tmp_path)["ipv6"]
+    _step(upstream6, tmp_path, {"upstream_default_route_state": "absent"})
+    sh(upstream6, "sysctl -qw net.ipv6.conf.d0.accept_ra=0")
+    _step(upstream6, tmp_path, DUAL)
+    assert _defrtr(sh, upstream6) == "1" and not _sysctl_file(tmp_path).exists()
+    assert _defaults6(sh, upstream6) == "default via fd00:16::1 dev d0 metric 1024 pref medium"
+
+
+def test_both_families_selectors_and_a_family_left_out(upstream6, sh, tmp_path):
+    for command in (ROUTER, ROUTER6):
+        sh(upstream6, command)
+    baseline = _state6(sh, upstream6)
+    router6 = _defaults6(sh, upstream6)
+
+    # main (both) -> selectors (both): ip -6 rule too; the main table's IPv6 default route and accept_ra_defrtr back
+    _step(upstream6, tmp_path, DUAL)
+    assert _defrtr(sh, upstream6) == "0"
+    _step(upstream6, tmp_path, DUAL_SEL)
+    assert "1000:\tfrom all ipproto tcp sport 80 lookup 101" in sh(upstream6, "ip -6 rule show")
+    assert "1000:\tfrom all ipproto tcp sport 80 lookup 101" in sh(upstream6, "ip rule show")
+    assert _defaults6(sh, upstream6, 101) == "default via fd00:16::1 dev d0 metric 1024 pref medium"
+    assert _defaults6(sh, upstream6) == router6
+    assert _defrtr(sh, upstream6) == "1" and not _sysctl_file(tmp_path).exists()
+    assert "via fd00:16::1" in sh(upstream6, "ip -6 route get 2001:db8:99::7 ipproto tcp sport 80")
+    assert "via fd00:2::2" in sh(upstream6, "ip -6 route get 2001:db8:99::7 ipproto tcp sport 81")
+    assert _changed(_step(upstream6, tmp_path, DUAL_SEL)) == 0
+
+    # selectors (both) -> main, IPv4 only: the IPv6 rules and table route go, IPv6's main table is untouched
+    _step(upstream6, tmp_path, {})
+    assert "sport" not in sh(upstream6, "ip -6 rule show") and _defaults6(sh, upstream6, 101) == ""
+    assert _defaults6(sh, upstream6) == router6
+    assert sh(upstream6, "ip route show default table main").strip() == "default via 172.16.0.1 dev d0"
+
+    # IPv6 added, then left out again: its default route and accept_ra_defrtr go back, IPv4 stays via the proxy
+    _step(upstream6, tmp_path, DUAL)
+    assert _defaults6(sh, upstream6) == "default via fd00:16::1 dev d0 metric 1024 pref medium"
+    _step(upstream6, tmp_path, {"upstream_default_route_gateway6": ""})
+    assert _defaults6(sh, upstream6) == router6 and _defrtr(sh, upstream6) == "1"
+    assert "ipv6" not in _record(tmp_path) and not _sysctl_file(tmp_path).exists()
+    assert sh(upstream6, "ip route show default table main").strip() == "default via 172.16.0.1 dev d0"
+    assert _changed(_step(upstream6, tmp_path, {})) == 0
+
+    # IPv6 only (IPv4 left out: its route goes back), then absent from the record alone
+    _step(upstream6, tmp_path, {"upstream_default_route_gateway": "", "upstream_default_route_gateway6": "fd00:16::1"})
+    assert sh(upstream6, "ip route show default table main").strip() == "default via 10.0.2.2 dev d1"
+    assert _defaults6(sh, upstream6) == "default via fd00:16::1 dev d0 metric 1024 pref medium"
+    assert set(_record(tmp_path)) == {"ipv6"}
+    _step(upstream6, tmp_path, {"upstream_default_route_state": "absent"})
+    assert _state6(sh, upstream6) == baseline
+
+
+def test_the_boot_unit_sets_both_families_again(upstream6, sh, tmp_path):
+    sh(upstream6, ROUTER)
+    sh(upstream6, ROUTER6)
+    unit = tmp_path / "unit.service"
+    unit_vars = dict(unit_dest=str(unit), role_dir=os.path.join(ROOT, "roles", "upstream_default_route"))
+    proc = _run_role(upstream6, tmp_path, PLAYBOOK_UNIT, dict(DUAL, **unit_vars))
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    lines = [line for line in unit.read_text().splitlines() if line.startswith("ExecStart=")]
+    assert lines == ["ExecStart=ip -4 route replace default via 172.16.0.1 dev d0 metric 0 table main",
+                     "ExecStart=ip -6 route replace default via fd00:16::1 dev d0 metric 0 table main"], lines
+
+    role_vars = dict(DUAL_SEL, upstream_default_route_selectors=[{"protocol": "tcp", "port": 80}, {"protocol": "udp", "port": 53}])
+    _step(upstream6, tmp_path, role_vars)
+    wanted = _state6(sh, upstream6)
+    proc = _run_role(upstream6, tmp_path, PLAYBOOK_UNIT, dict(role_vars, **unit_vars))
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    lines = [line.split("=", 1)[1] for line in unit.read_text().splitlines() if line.startswith("ExecStart=")]
+    assert "ip -6 rule add priority 1000 ipproto udp sport 53 lookup 101" in lines, lines
+    _run_role(upstream6, tmp_path, PLAYBOOK_ONE, dict(role_vars, upstream_default_route_state="absent"))
+    for _round in (1, 2):
+        for line in lines:
+            sh(upstream6, line.lstrip("-"), check=not line.startswith("-"))
+        assert _state6(sh, upstream6) == wanted
+
+
+@pytest.mark.parametrize("controller, parts", [
+    ("2001:db8:77::5", ["Ansible reaches this host from 2001:db8:77::5", "ip -6 route add 2001:db8:77::5/128"]),
+    # an IPv4 session as a dual-stack sshd shows it: the IPv4 route is the one checked
+    ("::ffff:10.99.0.5", ["Ansible reaches this host from 10.99.0.5", "ip route add 10.99.0.5/32"]),
+])
+def test_no_lockout_is_checked_in_the_controllers_family(upstream6, sh, tmp_path, controller, parts):
+    sh(upstream6, ROUTER)
+    sh(upstream6, ROUTER6)
+    baseline = _state6(sh, upstream6)
+    proc = _run_role(upstream6, tmp_path, PLAYBOOK_ONE, dict(DUAL, upstream_default_route_controller_address=controller))
+    assert proc.returncode != 0, proc.stdout[-3000:]
+    message = " ".join(proc.stdout.split())
+    for part in parts + ["only the default route matches that address"]:
+        assert part in message, proc.stdout[-3000:]
+    assert _state6(sh, upstream6) == baseline
+    # reachable over a specific route: no refusal
+    sh(upstream6, "ip -6 route add 2001:db8:77::/64 via fd00:2::2 && ip route add 10.99.0.0/24 via 10.0.2.2")
+    _step(upstream6, tmp_path, dict(DUAL, upstream_default_route_controller_address=controller))
