@@ -117,3 +117,53 @@ def test_the_proxy_does_not_forward():
     client packet reaches the private network through the proxy (positive control via the lab router)."""
     labcheck.assert_client_cannot_reach_private_network_via_proxy()
     assert proxy().check_output("sysctl -n net.ipv4.ip_forward") == "0", "the proxy forwards"
+
+
+# --- IPv6 (issue 16): each upstream rewrites its IPv6 replies too --------------------------------------------------
+
+ROUTER_PRIVATE6 = "fd00:16::253"
+PROXY_PRIVATE6 = "fd00:16::1"
+IPV6_RUNS = 4  # x 100 queries = 400 queries over each family at the same time
+
+
+def test_ipv6_upstreams_rewrite_their_replies_and_route_normally():
+    conf = proxy().check_output("nginx -T 2>/dev/null")
+    assert "proxy_bind [$remote_addr]:$remote_port transparent;" in conf
+    for name, address in labcheck.UPSTREAMS6.items():
+        upstream = labcheck.lab_host(name)
+        route = upstream.check_output("ip -6 route show default")
+        ifname = labcheck.interface_with(upstream, labcheck.UPSTREAMS[name])
+        table = upstream.check_output("nft list table netdev netops_nat_%s" % ifname)
+        assert "via %s " % ROUTER_PRIVATE6 in route + " ", "%s does not route IPv6 via the router: %r" % (name, route)
+        assert "%s . udp . 53 : %s" % (address, labcheck.VIP6) in table, table
+
+
+def test_ipv6_answers_bypass_the_proxy_and_nothing_is_lost(host):
+    """dig -6 to the IPv6 VIP is balanced over the four upstreams and answered from the VIP; 400 IPv6 and 400 IPv4
+    queries at the same time lose nothing, and no IPv6 reply from an upstream's DNS reaches the proxy."""
+    answers = [labcheck.dig(host, labcheck.VIP6, "www.example.com", "AAAA") for attempt in range(8)]
+    print("IPv6 answers: %s" % ", ".join(answers))
+    assert set(answers) == set(labcheck.UPSTREAMS6.values()), "IPv6 DNS not balanced across all four upstreams"
+    labcheck.assert_probe_seen_from_client(host, vip=labcheck.VIP6, source=labcheck.CLIENT6)
+
+    p = proxy()
+    p.check_output(
+        "nft -f - <<'EOF'\n"
+        "table inet netops_verify_dsr6 {\n"
+        "  counter replies {}\n"
+        "  chain prerouting { type filter hook prerouting priority -300; ip6 saddr fd00:16::/64 udp sport 53 ip6 daddr != %s counter name replies; }\n"
+        "}\n"
+        "EOF" % PROXY_PRIVATE6
+    )
+    try:
+        v6, v4 = labcheck.dnsperf_together(host, [(labcheck.VIP6, "AAAA"), (labcheck.VIP, "A")], runs=IPV6_RUNS)
+        counters = p.check_output("nft list counter inet netops_verify_dsr6 replies")
+    finally:
+        p.run("nft delete table inet netops_verify_dsr6")
+    at_proxy = int(counters.split("packets", 1)[1].split()[0])
+    print("IPv6: %(sent)d sent, %(completed)d answered, %(lost)d lost; " % v6
+          + "IPv4 at the same time: %(sent)d sent, %(completed)d answered, %(lost)d lost; " % v4
+          + "IPv6 replies seen by the proxy: %d" % at_proxy)
+    assert v6["sent"] >= 400 and v6["lost"] == 0, v6["output"]
+    assert v4["sent"] >= 400 and v4["lost"] == 0, v4["output"]
+    assert at_proxy == 0, "IPv6 replies passed through the proxy"

@@ -153,3 +153,88 @@ def test_only_the_upstreams_service_replies_are_forwarded_and_rewritten(host):
         "positive control: the service reply did not reach the client's socket from the VIP: %s" % wire
     unexpected = [r for r in wire if r.get("payload") != "control"]
     assert unexpected == [], "the proxy forwarded packets outside the DSR scope: %s" % labcheck.describe(unexpected)
+
+
+# --- IPv6 (issue 16): the same service over IPv6, at the same time as IPv4 -----------------------------------------
+
+PROXY_PRIVATE6 = "fd00:16::1"
+IPV6_RUNS = 4  # x 100 queries = 400 queries over each family at the same time
+
+
+def test_ipv6_router_nat_is_set_up_per_family():
+    """nginx has an IPv6 listener whose upstream sockets bind [client]:port (without brackets nginx would read the
+    port as part of the address); each upstream's IPv6 default route goes via the proxy, which forwards IPv6."""
+    conf = proxy().check_output("nginx -T 2>/dev/null")
+    assert "listen [::]:53 udp;" in conf
+    assert "proxy_bind [$remote_addr]:$remote_port transparent;" in conf
+    for name in labcheck.UPSTREAMS6:
+        route = labcheck.lab_host(name).check_output("ip -6 route show default")
+        assert "via %s " % PROXY_PRIVATE6 in route + " ", "%s does not route IPv6 via the proxy: %r" % (name, route)
+    assert proxy().check_output("sysctl -n net.ipv6.conf.all.forwarding") == "1"
+
+
+def test_ipv6_answers_come_from_the_vip_forwarded_not_delivered_and_nothing_is_lost(host):
+    """dig -6 to the IPv6 VIP: balanced over the four upstreams, answered from the VIP, the replies crossing the
+    proxy's forward hook and never its input hook; then 400 IPv6 and 400 IPv4 queries at the same time, none lost."""
+    p = proxy()
+    p.check_output(
+        "nft -f - <<'EOF'\n"
+        "table inet %s {\n"
+        "  counter in_replies {}\n"
+        "  counter fwd_replies {}\n"
+        "  chain input { type filter hook input priority -300; ip6 saddr fd00:16::/64 udp sport 53 ip6 daddr != %s counter name in_replies; }\n"
+        "  chain forward { type filter hook forward priority -300; ip6 saddr fd00:16::/64 udp sport 53 counter name fwd_replies; }\n"
+        "}\n"
+        "EOF" % (COUNTER_TABLE, PROXY_PRIVATE6)
+    )
+    try:
+        answers = []
+        for attempt in range(8):  # noqa: B007 pylint: disable=unused-variable
+            out = host.check_output("dig -6 +time=2 +tries=1 @%s www.example.com AAAA" % labcheck.VIP6)
+            assert "SERVER: %s#53" % labcheck.VIP6 in out, out
+            records = [line.split() for line in out.splitlines() if line.startswith("www.example.com.")]
+            answers += [fields[-1] for fields in records if len(fields) == 5 and fields[3] == "AAAA"]
+        counters = p.check_output("nft list counters table inet %s" % COUNTER_TABLE)
+    finally:
+        p.run("nft delete table inet %s" % COUNTER_TABLE)
+    figures = {name: int(counters.split("counter %s" % name, 1)[1].split("packets", 1)[1].split()[0])
+               for name in ("in_replies", "fwd_replies")}
+    print("IPv6 answers: %s; replies forwarded by the proxy: %d, delivered to nginx: %d"
+          % (", ".join(answers), figures["fwd_replies"], figures["in_replies"]))
+    assert set(answers) == set(labcheck.UPSTREAMS6.values()), "IPv6 DNS not balanced across all four upstreams"
+    assert figures["in_replies"] == 0, "IPv6 replies reached the proxy's own sockets (nginx)"
+    assert figures["fwd_replies"] >= 8, "the IPv6 replies did not cross the proxy's forward path"
+    labcheck.assert_probe_seen_from_client(host, vip=labcheck.VIP6, source=labcheck.CLIENT6)
+
+    v6, v4 = labcheck.dnsperf_together(host, [(labcheck.VIP6, "AAAA"), (labcheck.VIP, "A")], runs=IPV6_RUNS)
+    print("IPv6: %(sent)d sent, %(completed)d answered, %(lost)d lost; " % v6
+          + "IPv4 at the same time: %(sent)d sent, %(completed)d answered, %(lost)d lost" % v4)
+    assert v6["sent"] >= 400 and v6["lost"] == 0, v6["output"]
+    assert v4["sent"] >= 400 and v4["lost"] == 0, v4["output"]
+
+
+def test_the_proxy_does_not_route_the_client_network_into_the_private_network_over_ipv6(host):
+    """With a route to fd00:16::/64 via the proxy on the client, nothing from the client reaches upstream1."""
+    upstream, target = labcheck.lab_host("upstream1"), labcheck.UPSTREAMS6["upstream1"]
+    upstream.check_output(
+        "nft -f - <<'EOF'\n"
+        "table inet %s {\n"
+        "  counter from_client {}\n"
+        "  chain prerouting { type filter hook prerouting priority -300; ip6 saddr %s counter name from_client; }\n"
+        "}\n"
+        "EOF" % (COUNTER_TABLE, labcheck.CLIENT6)
+    )
+    host.check_output("ip -6 route add fd00:16::/64 via %s" % labcheck.VIP6)
+    try:
+        assert "via %s" % labcheck.VIP6 in host.check_output("ip -6 route get %s" % target)
+        dns = host.run("dig -6 +time=1 +tries=2 @%s www.example.com AAAA" % target)
+        ping = host.run("ping -6 -c 3 -W 1 %s" % target)
+        counters = upstream.check_output("nft list counter inet %s from_client" % COUNTER_TABLE)
+    finally:
+        host.run("ip -6 route del fd00:16::/64 via %s" % labcheck.VIP6)
+        upstream.run("nft delete table inet %s" % COUNTER_TABLE)
+    from_client = int(counters.split("packets", 1)[1].split()[0])
+    print("client -> %s through the proxy: dig rc=%d, ping rc=%d; packets from the client at upstream1: %d"
+          % (target, dns.rc, ping.rc, from_client))
+    assert dns.rc != 0 and ping.rc != 0, "the proxy routed IPv6 client traffic into the private network"
+    assert from_client == 0, "IPv6 packets from the client reached upstream1"

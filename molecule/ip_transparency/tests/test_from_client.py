@@ -76,3 +76,34 @@ def test_the_proxy_does_not_forward():
     reaches the private network through the proxy (positive control via the lab router)."""
     labcheck.assert_client_cannot_reach_private_network_via_proxy()
     assert labcheck.lab_host("lb").check_output("sysctl -n net.ipv4.ip_forward") == "0", "the proxy forwards"
+
+
+def test_ipv6_client_is_seen_by_every_upstream_while_ipv4_keeps_working(host):
+    """The same service over IPv6 (issue 16): curl -6 and dig -6 to the IPv6 VIP reach all four upstreams, which see
+    the client's own IPv6 address; 400 DNS queries over each family at the same time lose nothing."""
+    replies = [labcheck.parse_hello(host.check_output("curl -6 -sS --max-time 5 http://[%s]/" % labcheck.VIP6))
+               for attempt in range(8)]
+    for reply in replies:
+        print("Hello from {name}. You connected from {src}:{sport} to {dst}:{dport}".format(**reply))
+    assert {r["name"] for r in replies} == set(labcheck.UPSTREAMS6), "IPv6 HTTP not balanced across all four upstreams"
+    for reply in replies:
+        assert reply["src"] == labcheck.CLIENT6, "upstream saw %s, not the client's IPv6 address" % reply["src"]
+        assert reply["dst"] == labcheck.UPSTREAMS6[reply["name"]]
+
+    answers = {labcheck.dig(host, labcheck.VIP6, "www.example.com", "AAAA") for attempt in range(8)}
+    assert answers == set(labcheck.UPSTREAMS6.values()), "IPv6 DNS not balanced across all four upstreams: %s" % answers
+    labcheck.assert_probe_seen_from_client(host, vip=labcheck.VIP6, source=labcheck.CLIENT6)
+
+    v6, v4 = labcheck.dnsperf_together(host, [(labcheck.VIP6, "AAAA"), (labcheck.VIP, "A")], runs=4)
+    print("IPv6: %(completed)d of %(sent)d answered, %(lost)d lost; IPv4 at the same time: " % v6
+          + "%(completed)d of %(sent)d answered, %(lost)d lost" % v4)
+    assert v6["sent"] >= 400 and v6["lost"] == 0, v6["output"]
+    assert v4["sent"] >= 400 and v4["lost"] == 0, v4["output"]
+
+
+def test_ipv6_return_traffic_is_marked_and_delivered_locally():
+    """Method 1's kernel state for IPv6 on the proxy: the fwmark rule and `local ::/0` in its table; no forwarding."""
+    proxy = labcheck.lab_host("lb")
+    assert "fwmark 0x1 lookup 100" in proxy.check_output("ip -6 rule show"), "no IPv6 fwmark rule on the proxy"
+    assert "local default dev lo" in proxy.check_output("ip -6 route show table 100"), "no IPv6 local route in table 100"
+    assert proxy.check_output("sysctl -n net.ipv6.conf.all.forwarding") == "0", "the proxy forwards IPv6"

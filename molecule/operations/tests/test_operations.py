@@ -56,23 +56,29 @@ def assert_idempotent(name):
 # --- what works, seen from the client -------------------------------------------------------------
 
 def http_sees_client(client):
+    """One HTTP request over each family (the lab's services are dual-stack): the upstream sees the client's own
+    address. Returns the IPv4 reply."""
+    reply6 = labcheck.parse_hello(client.check_output("curl -6 -sS --max-time 5 http://[%s]/" % labcheck.VIP6))
+    assert reply6["src"] == labcheck.CLIENT6, "upstream saw %s, not the client's IPv6 address" % reply6["src"]
     reply = labcheck.parse_hello(client.check_output("curl -sS --max-time 5 http://%s/" % labcheck.VIP))
     assert reply["src"] == labcheck.CLIENT, "upstream saw %s, not the client" % reply["src"]
     return reply
 
 
 def dns_sees_client(client):
-    name = labcheck.unique_name()
-    status = ""
-    for _attempt in range(3):
-        status = client.check_output("dig +time=2 +tries=1 @%s %s | grep -o 'status: [A-Z]*' || true" % (labcheck.VIP, name))
-        if status == "status: NXDOMAIN":
-            break
-    assert status == "status: NXDOMAIN", "the DNS probe was not answered through the VIP"
-    seen = labcheck.query_sources(name)
-    assert seen, "no upstream logged the probe"
-    for sources in seen.values():
-        assert set(sources) == {labcheck.CLIENT}, "an upstream saw %s, not the client" % sources
+    """One DNS probe over each family: answered through the VIP, logged with the client's own address."""
+    for vip, source in ((labcheck.VIP, labcheck.CLIENT), (labcheck.VIP6, labcheck.CLIENT6)):
+        name = labcheck.unique_name()
+        status = ""
+        for _attempt in range(3):
+            status = client.check_output("dig +time=2 +tries=1 @%s %s | grep -o 'status: [A-Z]*' || true" % (vip, name))
+            if status == "status: NXDOMAIN":
+                break
+        assert status == "status: NXDOMAIN", "the DNS probe was not answered through the VIP %s" % vip
+        seen = labcheck.query_sources(name)
+        assert seen, "no upstream logged the probe sent to %s" % vip
+        for sources in seen.values():
+            assert set(sources) == {source}, "an upstream saw %s, not the client %s" % (sources, source)
 
 
 def rp_filters(dump_text):
