@@ -10,15 +10,21 @@ import labcheck  # noqa: E402
 testinfra_hosts = ["client"]
 
 
-def test_http_answers_come_from_every_upstream_and_see_the_client(host):
-    replies = [labcheck.parse_hello(host.check_output("curl -sS --max-time 5 http://%s/" % labcheck.VIP)) for attempt in range(8)]
+def assert_http_balanced_and_sees(host, curl_args, client, upstreams):
+    """8 requests, ``curl <curl_args>``: every upstream answers, each saw ``client`` as the source, on its own
+    address, port 80."""
+    replies = [labcheck.parse_hello(host.check_output("curl -sS --max-time 5 %s" % curl_args)) for attempt in range(8)]
     for reply in replies:
         print("Hello from {name}. You connected from {src}:{sport} to {dst}:{dport}".format(**reply))
-    assert {r["name"] for r in replies} == set(labcheck.UPSTREAMS), "not balanced across all four upstreams"
+    assert {r["name"] for r in replies} == set(upstreams), "%s not balanced across all four upstreams" % curl_args
     for reply in replies:
-        assert reply["src"] == labcheck.CLIENT, "upstream saw %s, not the client" % reply["src"]
-        assert reply["dst"] == labcheck.UPSTREAMS[reply["name"]]
+        assert reply["src"] == client, "upstream saw %s, not the client %s" % (reply["src"], client)
+        assert reply["dst"] == upstreams[reply["name"]]
         assert reply["dport"] == "80"
+
+
+def test_http_answers_come_from_every_upstream_and_see_the_client(host):
+    assert_http_balanced_and_sees(host, "http://%s/" % labcheck.VIP, labcheck.CLIENT, labcheck.UPSTREAMS)
 
 
 def test_udp_service_is_answered_and_upstreams_see_the_client(host):
@@ -81,14 +87,7 @@ def test_the_proxy_does_not_forward():
 def test_ipv6_client_is_seen_by_every_upstream_while_ipv4_keeps_working(host):
     """The same service over IPv6 (issue 16): curl -6 and dig -6 to the IPv6 VIP reach all four upstreams, which see
     the client's own IPv6 address; 400 DNS queries over each family at the same time lose nothing."""
-    replies = [labcheck.parse_hello(host.check_output("curl -6 -sS --max-time 5 http://[%s]/" % labcheck.VIP6))
-               for attempt in range(8)]
-    for reply in replies:
-        print("Hello from {name}. You connected from {src}:{sport} to {dst}:{dport}".format(**reply))
-    assert {r["name"] for r in replies} == set(labcheck.UPSTREAMS6), "IPv6 HTTP not balanced across all four upstreams"
-    for reply in replies:
-        assert reply["src"] == labcheck.CLIENT6, "upstream saw %s, not the client's IPv6 address" % reply["src"]
-        assert reply["dst"] == labcheck.UPSTREAMS6[reply["name"]]
+    assert_http_balanced_and_sees(host, "-6 http://[%s]/" % labcheck.VIP6, labcheck.CLIENT6, labcheck.UPSTREAMS6)
 
     answers = {labcheck.dig(host, labcheck.VIP6, "www.example.com", "AAAA") for attempt in range(8)}
     assert answers == set(labcheck.UPSTREAMS6.values()), "IPv6 DNS not balanced across all four upstreams: %s" % answers
