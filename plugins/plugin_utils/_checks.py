@@ -11,9 +11,10 @@ rule, local route and reply marking, forwarding, the stateless NAT rules and whe
 run them, the upstreams' route back to the clients, effective reverse-path filtering against the
 real routes, overlapping networks, reachability (ping). Each result is
 ``{host, check, severity (ok|info|warning|error), problem, evidence, fix}`` (info: what was left unchecked, e.g.
-IPv6 upstreams without an IPv6 client address). A dual-stack service has one nginx server block and upstream group
-per family: each is checked, IPv6 upstreams against the IPv6 rules, routes, forwarding and VIP. ``ping_plan`` and
-``first_host`` prepare the role's inputs. Imports _nginx_conf; nothing imports back.
+IPv6 upstreams without an IPv6 client address). IPv6 has no rp_filter sysctl: its reverse-path filters are firewall
+rules (``nft -j list ruleset`` and ``ip6tables-save``, read by the role), classified by _rpfilter6. A dual-stack
+service has one nginx server block and upstream group per family: each is checked, IPv6 upstreams against the IPv6
+rules, routes, forwarding and VIP. ``ping_plan`` and ``first_host`` prepare the role's inputs. Imports _nginx_conf and _rpfilter6; nothing imports back.
 
 One proxy may serve each service by its own method (``service["method"]``, settled by
 ``service_methods``; a service without one takes ``config["method"]``): each method's checks run for
@@ -32,6 +33,7 @@ import re
 from ansible_collections.netops.ip_transparency.plugins.module_utils._common import ValidationError, parse_address, parse_prefix
 from ansible_collections.netops.ip_transparency.plugins.plugin_utils._nginx_conf import METHODS, detect_method, dump_directive, find_servers
 from ansible_collections.netops.ip_transparency.plugins.plugin_utils._nginx_conf import parse_nginx, server_method
+from ansible_collections.netops.ip_transparency.plugins.plugin_utils._rpfilter6 import rpfilter6_drops, rpfilter6_rules, rule_applies, uses_mark
 
 STRICT, LOOSE, OFF = "strict", "loose", "off"
 MAIN_RULE_PRIORITY = 32766
@@ -599,6 +601,76 @@ def check_rp_filter(results, host, facts, arrivals):
                     "there: netops.ip_transparency.rp_filter interfaces=[<if>] value=loose (effective: the kernel uses max(all, <if>)).")
 
 
+RPF6_MARK = "#netops-troubleshoot"  # the role's read: nft -j list ruleset, "<mark> nft <rc>", ip6tables-save, "<mark> ip6tables-save <rc>"
+
+
+def parse_rpfilter6_read(text):
+    """The role's read of a host's IPv6 firewall rules -> ({"nft": text, "ip6tables": text}, [what could not be read]);
+    (None, []) when nothing was read. A command that is not there (rc 127) holds no rule; another failure is unreadable."""
+    if text is None:
+        return None, []
+    parts, unreadable, current = {"nft": [], "ip6tables-save": []}, [], "nft"
+    for line in text.splitlines():
+        if line.startswith(RPF6_MARK):
+            words = line.split()
+            name, rc = (words[1], words[2]) if len(words) > 2 else (current, "?")
+            if rc not in ("0", "127"):
+                unreadable.append("%s failed (exit %s)" % ("nft -j list ruleset" if name == "nft" else name, rc))
+            current = "ip6tables-save"
+            continue
+        parts.setdefault(current, []).append(line)
+    return {"nft": "\n".join(parts["nft"]), "ip6tables": "\n".join(parts["ip6tables-save"])}, unreadable
+
+
+def check_rp_filter6(results, host, facts, read, arrivals, marked=()):
+    """IPv6 reverse-path filtering (firewall rules, see _rpfilter6) against the real IPv6 routes. ``arrivals``:
+    (interface, source address, what) the host must accept; ``marked``: the interfaces where replies marked for a
+    local route arrive (IP Transparency), which a rule looking the source up with the mark drops."""
+    parsed, unreadable = parse_rpfilter6_read(read)
+    arrivals = [a for a in arrivals if a[0]]
+    if parsed is None or not arrivals:
+        return
+    if unreadable:
+        results.add(host, "rp_filter", "info", "IPv6 reverse-path filtering not checked: the firewall rules could not be read",
+                    unreadable, "Run `nft -j list ruleset` and `ip6tables-save` as root on %s and check their rules by hand." % host)
+        return
+    rules = rpfilter6_rules(parsed["nft"], parsed["ip6tables"])
+    bad = []
+    for iface, source, what in arrivals:
+        route = facts.get("route_get", {}).get(str(source), {})
+        mine = [r for r in rules if rule_applies(r, iface)]
+        shown = ["%s %s %s: '%s' (%s)" % (r["source"], r["table"], r["chain"], r["rule"], r["mode"]) for r in mine]
+        if not route:
+            if mine:
+                results.add(host, "rp_filter", "info", "IPv6 reverse-path filtering on %s not checked for %s: the route back to %s was not read"
+                            % (iface, what, source), shown, "Check by hand that the rules accept %s." % what)
+            continue
+        via = ("via %s" % route["gateway"]) if route.get("gateway") else "direct"
+        back = "ip -6 route get %s: %s" % (source, route.get("error") or "%s dev %s" % (via, route.get("device")))
+        drops = rpfilter6_drops(mine, iface, route.get("device"), bool(route.get("error")))
+        strict = [r for r in drops if r["mode"] == "strict"]
+        if drops and not route.get("error"):
+            bad.append(("strict IPv6 reverse-path filtering on %s drops %s (source %s): the route back leaves by %s, not %s"
+                        % (iface, what, source, route.get("device"), iface), shown + [back],
+                        "IPv6 has no rp_filter sysctl and the collection does not change firewall rules: make the rule loose (nft "
+                        "'fib saddr oif missing drop', ip6tables '-m rpfilter --loose'), leave %s out of it (nft 'iifname != \"%s\"', "
+                        "ip6tables '! -i %s'), or make the route back to %s leave by %s." % (iface, iface, iface, source, iface)))
+        elif drops:
+            bad.append(("IPv6 reverse-path filtering (%s) on %s drops %s: no route back to %s" % ("strict" if strict else "loose", iface, what, source),
+                        shown + [back], "Add a route back to %s (ip -6 route), or leave %s out of the rule." % (source, iface)))
+        elif iface in marked and any(uses_mark(r) for r in mine):
+            results.add(host, "rp_filter", "warning",
+                        "IPv6 reverse-path filtering on %s looks the source up with the packet's mark: %s, marked to be delivered to "
+                        "nginx (a local route), fail that lookup and are dropped if the rule runs after the marking" % (iface, what),
+                        shown + [back], "Leave %s out of the rule (nft 'iifname != \"%s\"', ip6tables '! -i %s'), or drop the mark from its "
+                        "lookup (nft 'fib saddr . iif', no ip6tables --validmark)." % (iface, iface, iface))
+        else:
+            results.ok(host, "rp_filter", "%s: %s accepted (%s; %s)" % (
+                iface, what, "; ".join("%s %s" % (r["mode"], r["rule"]) for r in mine) or "no IPv6 reverse-path filter rule", back))
+    for problem, evidence, fix in bad:
+        results.add(host, "rp_filter", "error", problem, evidence, fix)
+
+
 def _connected(facts):
     return [(a["interface"], _net(a["network"]), a["address"]) for a in facts.get("addresses", [])
             if a["interface"] != "lo" and not _ip(a["address"]).is_link_local]
@@ -664,7 +736,7 @@ def check_health(results, host, facts):
                    % len(state.get("services") or {}))
 
 
-def diagnose_proxy(results, host, config, facts, pings):
+def diagnose_proxy(results, host, config, facts, pings, entry=None):
     router_nat = services_by(config, "dsr_router_nat")
     public_if = _holder(facts, config["public_address"]) if any(a["address"] == config["public_address"] for a in facts.get("addresses", [])) else None
     upstreams = sorted(set(u for s in config["services"] for u in s["upstreams"]))
@@ -722,8 +794,18 @@ def diagnose_proxy(results, host, config, facts, pings):
     back = _of(sorted(set(u for s in services_by(config, "ip_transparency", "dsr_router_nat") for u in s["upstreams"])), 4)
     arrivals += [(_holder(facts, u), u, "replies from upstream %s" % u) for u in back if _holder(facts, u)]
     check_rp_filter(results, host, facts, arrivals)
+    read6 = (entry or {}).get("rpfilter6")
+    if read6 is not None and _of(upstreams, 6):
+        vip6 = config.get("public_address6") or ""
+        public_if6 = _holder(facts, vip6) if vip6 and any(_ip(a["address"]) == _ip(vip6) for a in facts.get("addresses", [])) else None
+        client6 = config.get("client_address6") or ""
+        arrivals6 = [(public_if6, client6, "IPv6 client requests")] if public_if6 and client6 else []
+        back6 = _of(sorted(set(u for s in services_by(config, "ip_transparency", "dsr_router_nat") for u in s["upstreams"])), 6)
+        arrivals6 += [(_holder(facts, u), u, "IPv6 replies from upstream %s" % u) for u in back6 if _holder(facts, u)]
+        marked = set(_holder(facts, u) for s in services_by(config, "ip_transparency") for u in _of(s["upstreams"], 6))
+        check_rp_filter6(results, host, facts, read6, arrivals6, marked)
     fib = [line.strip() for line in facts.get("nft_ruleset", []) if re.search(r"\bfib saddr\b", line) and 6 in _rule_family(line)]
-    if fib and _of(upstreams, 6):
+    if fib and _of(upstreams, 6) and read6 is None:
         results.add(host, "rp_filter", "info", "IPv6 reverse-path filtering by nftables fib rules is not checked (IPv6 upstreams not checked)",
                     ["nft: %s" % line for line in fib], "Check by hand that the rules accept the clients' IPv6 requests and the upstreams' replies.")
     client_side = [n for n in (_net(c) for c in config["client_networks"]) if n is not None]
@@ -809,7 +891,7 @@ def diagnose_upstream(results, host, config, facts, gateway, pings, entry=None, 
     own = [a["address"] for a in facts.get("addresses", []) if a["address"] in upstreams]
     if own and not _of(own, 4):
         # an IPv6-only upstream: its IPv6 side only
-        diagnose_upstream6(results, host, config, facts, _of(own, 6)[0], gateway6)
+        diagnose_upstream6(results, host, config, facts, _of(own, 6)[0], gateway6, entry)
         check_ping(results, host, pings, {gateway6: "the proxy"})
         return
     own = _of(own, 4) + _of(own, 6)
@@ -861,13 +943,14 @@ def diagnose_upstream(results, host, config, facts, gateway, pings, entry=None, 
     if direct:
         check_nat(results, host, dict(config, method="dsr_origin_nat", services=direct), facts, route.get("device"), [_ip(address)], "origin_nat")
     if _of(own, 6):
-        diagnose_upstream6(results, host, config, facts, _of(own, 6)[0], gateway6)
+        diagnose_upstream6(results, host, config, facts, _of(own, 6)[0], gateway6, entry)
     check_ping(results, host, pings, dict([(gateway, "the proxy")] + ([(gateway6, "the proxy (IPv6)")] if gateway6 and _of(own, 6) else [])))
 
 
-def diagnose_upstream6(results, host, config, facts, address, gateway6):
-    """An upstream's IPv6 side: the route back to the IPv6 client (via the proxy, except with origin NAT) and the
-    origin NAT rules of its IPv6 address. Without an IPv6 client address (or gateway) it says what it left unchecked."""
+def diagnose_upstream6(results, host, config, facts, address, gateway6, entry=None):
+    """An upstream's IPv6 side: the route back to the IPv6 client (via the proxy, except with origin NAT), the IPv6
+    reverse-path filters the proxy's requests meet and the origin NAT rules of its IPv6 address. Without an IPv6
+    client address (or gateway) it says what it left unchecked."""
     here = [s for s in config["services"] if address in s["upstreams"]]
     direct = [s for s in here if method_of(config, s) == "dsr_origin_nat"]
     back = [s for s in here if s not in direct]
@@ -903,6 +986,9 @@ def diagnose_upstream6(results, host, config, facts, address, gateway6):
                         "source port" % _names(back), [route_back], "Check `ip -6 rule` and the table it looks up by hand.")
         else:
             results.ok(host, "default_route", route_back)
+    if client:
+        check_rp_filter6(results, host, facts, (entry or {}).get("rpfilter6"),
+                         [(_holder(facts, address), client, "IPv6 requests from the proxy carrying the client's address")])
     if direct:
         defaults = [r for r in (facts.get("routes6") or {}).get("main", []) if r.get("dest") in ("::/0", "default")]
         device = route.get("device") or (defaults[0].get("device") if defaults else None)
@@ -987,7 +1073,7 @@ def diagnose(config, hosts, pings=()):
         if entry.get("unreachable"):
             results.add(name, "facts", "error", "the host could not be read: %s" % entry["unreachable"], [], "Check Ansible's access to it.")
         elif entry["group"] == "proxy":
-            diagnose_proxy(results, name, config, entry["facts"], mine)
+            diagnose_proxy(results, name, config, entry["facts"], mine, entry)
         else:
             diagnose_upstream(results, name, config, entry["facts"], resolve_gateway(config, hosts, name), mine, entry,
                               resolve_gateway(config, hosts, name, 6))
