@@ -40,8 +40,11 @@ def troubleshoot_service_methods(services, facts, forced="", default="", keep_al
         raise AnsibleFilterError(str(exc))
 
 
-def troubleshoot_probe_plan(config, name, base_port, count):
-    return trace.probe_plan(config, name or "", base_port, count)
+def troubleshoot_probe_plan(config, name, base_port, count, count6=None, hosts=None):
+    if hosts and not config.get("public_address6"):
+        # the IPv6 VIP the diagnosis settles on: the public interface's global IPv6 address when none is configured
+        config = dict(config, public_address6=checks.public_address6(config, hosts))
+    return trace.probe_plan(config, name or "", base_port, count, count6)
 
 
 def troubleshoot_trace(config, probes, captures):
@@ -56,12 +59,12 @@ def troubleshoot_first_host(networks, version=4):
     return checks.first_host(networks, version)
 
 
-def troubleshoot_upstream_address(facts, upstreams):
-    return trace.upstream_address(facts, upstreams)
+def troubleshoot_upstream_address(facts, upstreams, version=4):
+    return trace.upstream_address(facts, upstreams, version)
 
 
-def troubleshoot_probes(lines, host, client_address, service, kind):
-    return trace.parse_probes(lines, host, client_address, service, kind)
+def troubleshoot_probes(lines, host, client_address, service, kind, vip=""):
+    return trace.parse_probes(lines, host, client_address, service, kind, vip or "")
 
 
 class FilterModule(object):

@@ -12,12 +12,12 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible_collections.netops.ip_transparency.plugins.plugin_utils._checks import method_of, methods_of
-from ansible_collections.netops.ip_transparency.plugins.plugin_utils._trace import hop_summary
+from ansible_collections.netops.ip_transparency.plugins.plugin_utils._trace import endpoint, hop_summary, probe_family, probe_vip
 
 
 def _short(event):
     def end(address, port):
-        return address if port is None else "%s:%d" % (address, port)
+        return address if port is None else endpoint(address, port)
 
     return "%-10s %-6s %-3s %s > %s %s" % (
         event["host"], event["iface"], event["dir"], end(event["src"], event["sport"]), end(event["dst"], event["dport"]),
@@ -52,12 +52,14 @@ def report(config, findings, traces=None):
         passed = sorted(set(f["check"] for f in findings if f["host"] == host and f["severity"] == "ok"))
         failed = sorted(set(f["check"] for f in findings if f["host"] == host and f["severity"] in ("error", "warning")))
         lines.append("%-10s %s%s" % (host, "ok: %s" % ", ".join(passed) if passed else "", ("; FAILED: %s" % ", ".join(failed)) if failed else ""))
+    # with IPv6 probes among them, each trace says its family (IPv4 only: as before)
+    families = any(probe_family(r["probe"]) == 6 for r in traces or [])
     for result in traces or []:
         probe = result["probe"]
         lines.append("")
-        lines.append("Packet trace, probe %s %s:%d from %s (%s:%d): %s%s" % (
-            probe["kind"], config["public_address"], probe["port"], probe["host"], probe["client_address"], probe["client_port"],
-            "answered" if probe.get("answered") else "NO ANSWER",
+        lines.append("Packet trace, probe %s%s %s from %s (%s): %s%s" % (
+            "IPv%d " % probe_family(probe) if families else "", probe["kind"], endpoint(probe_vip(config, probe), probe["port"]), probe["host"],
+            endpoint(probe["client_address"], probe["client_port"]), "answered" if probe.get("answered") else "NO ANSWER",
             " [service %s, method %s]" % (probe["service"], probe["method"]) if probe.get("service") and probe.get("method") else ""))
         for number, hop in enumerate(result["hops"], 1):
             lines.append("  %d. %-53s %s  +%.1f ms" % (number, hop["stage"], _short(hop), (hop["t"] - result["start"]) * 1000))

@@ -9,6 +9,8 @@ ports), ``parse_probes`` (the probe loop's output), ``parse_capture``
 (tcpdump lines as events), ``trace`` (follows each probe hop by hop and names the host where the
 probe or its reply disappeared), ``upstream_address``. Each probe is followed by its service's method
 (``probe["method"]``, else ``config["method"]``): a proxy may serve each service by another method.
+An IPv6 probe (``probe["family"]`` 6) is sent to the IPv6 VIP (``probe["vip"]``) from the IPv6 client address and
+followed through the upstreams' IPv6 addresses (``config["upstream_hosts6"]``); an IPv4 probe carries neither key.
 No import of the other troubleshoot modules.
 """
 
@@ -16,6 +18,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import ipaddress
 import re
 
 # tcpdump prints `IP a.b.c.d.port > ...` and `IP6 x:y::z.port > ...` (the port after a dot in both families)
@@ -47,6 +50,32 @@ def parse_capture(host, lines):
     return events
 
 
+def _canon(address):
+    """An IPv6 address as tcpdump prints it (compressed, lower case); anything else unchanged."""
+    if ":" not in (address or ""):
+        return address
+    try:
+        return str(ipaddress.ip_address(u"%s" % address))
+    except ValueError:
+        return address
+
+
+def probe_family(probe):
+    return probe.get("family") or 4
+
+
+def probe_vip(config, probe):
+    """The VIP a probe was sent to: the IPv6 VIP it carries, else the (IPv4) public address."""
+    return probe.get("vip") or config["public_address"]
+
+
+def _upstream_hosts(config, probe):
+    """upstream host -> its upstream address of the probe's family."""
+    if probe_family(probe) == 6:
+        return dict((name, _canon(address)) for name, address in (config.get("upstream_hosts6") or {}).items() if address)
+    return config["upstream_hosts"]
+
+
 def probe_method(config, probe):
     """The method a probe's service is served by: the probe's own, else the proxy's."""
     return probe.get("method") or config["method"]
@@ -55,9 +84,9 @@ def probe_method(config, probe):
 def _stages(config, probe, leg):
     """The hops a probe and its reply take with the method: (name, host or '@upstream', predicate).
     ``leg`` holds the upstream connection once seen (address, proxy-side port): later hops must belong to it."""
-    vip, client, port, uport = config["public_address"], probe["client_address"], probe["port"], probe["upstream_port"]
+    vip, client, port, uport = _canon(probe_vip(config, probe)), _canon(probe["client_address"]), probe["port"], probe["upstream_port"]
     proxy = config["proxy_host"]
-    ups = set(config["upstream_hosts"].values())
+    ups = set(_upstream_hosts(config, probe).values())
     stages = [
         ("request sent by the client", probe["host"], lambda e: e["dir"] == "Out" and e["src"] == client and e["dst"] == vip and e["dport"] == port),
         ("request received by the proxy (public side)", proxy, lambda e: e["dir"] == "In" and e["src"] == client and e["dst"] == vip and e["dport"] == port),
@@ -94,7 +123,7 @@ def hop_summary(event):
 
 def trace_probe(config, probe, events):
     """Follow one probe. ``events``: every host's events within the probe's time window."""
-    by_address = dict((addr, name) for name, addr in config["upstream_hosts"].items())
+    by_address = dict((addr, name) for name, addr in _upstream_hosts(config, probe).items())
     leg = {}
     stages = _stages(config, probe, leg)
     hops, upstream = [], None
@@ -121,16 +150,16 @@ def trace_probe(config, probe, events):
 
 def _explain(config, probe, hops, missing, host, events):
     last = hops[-1] if hops else None
-    client, vip = probe["client_address"], config["public_address"]
+    client, vip = _canon(probe["client_address"]), _canon(probe_vip(config, probe))
     if last is None:
-        return "the probe never left %s (no packet to %s:%d captured there)" % (probe["host"], vip, probe["port"]), probe["host"]
+        return "the probe never left %s (no packet to %s captured there)" % (probe["host"], endpoint(vip, probe["port"])), probe["host"]
     if last["host"] == (host or last["host"]) or host is None:
         culprit = last["host"]
         what = "arrived on %s (%s %s) and went no further: dropped on %s" % (culprit, last["iface"], last["dir"], culprit)
     else:
         culprit = last["host"]
         what = "left %s by %s towards %s but never arrived at %s" % (culprit, last["iface"], last["dst"], host)
-    upstream_hosts = set(config["upstream_hosts"])
+    upstream_hosts = set(config["upstream_hosts"]) | set(config.get("upstream_hosts6") or {})
     stray = [e for e in events if e["dst"] == client and e["src"] != vip and e["t"] >= last["t"] and e["host"] not in upstream_hosts
              and ((e["dir"] == "Out" and e["host"] != probe["host"]) or (e["dir"] == "In" and e["host"] == probe["host"]))]
     if stray:
@@ -148,15 +177,24 @@ def _explain(config, probe, hops, missing, host, events):
     return "disappeared after '%s': %s (next expected: %s)" % (last["stage"], what, missing), culprit
 
 
-def upstream_address(facts, upstreams):
-    """The configured upstream address a host holds, an IPv4 one first (the probes are IPv4) ('' when none)."""
-    held = [a["address"] for a in (facts or {}).get("addresses", [])]
-    mine = [u for u in upstreams if u in held]
+def endpoint(address, port):
+    """address:port, [address]:port for IPv6."""
+    return ("[%s]:%d" if ":" in address else "%s:%d") % (address, port)
+
+
+def upstream_address(facts, upstreams, version=4):
+    """The configured upstream address a host holds, one of ``version`` first ('' when none); version 6: an IPv6
+    one only (the IPv6 probes are followed through it)."""
+    held = set(_canon(a["address"]) for a in (facts or {}).get("addresses", []))
+    mine = [u for u in upstreams if _canon(u) in held]
+    if int(version) == 6:
+        return next((u for u in mine if ":" in u), "")
     return next((u for u in mine if ":" not in u), mine[0] if mine else "")
 
 
-def parse_probes(lines, host, client_address, service, kind):
-    """The probe loop's output (``<client port> <rc> <answer>`` per probe) -> probe dicts for trace()."""
+def parse_probes(lines, host, client_address, service, kind, vip=""):
+    """The probe loop's output (``<client port> <rc> <answer>`` per probe) -> probe dicts for trace(). With an IPv6
+    ``vip`` (the probes of the IPv6 VIP), each probe carries ``family`` 6 and ``vip``."""
     probes = []
     for line in lines or []:
         fields = line.split(None, 2)
@@ -168,6 +206,8 @@ def parse_probes(lines, host, client_address, service, kind):
                        "upstream_port": int(service["upstream_port"]), "kind": kind, "answered": fields[1] == "0",
                        "output": answer})
         probes[-1].update((key, service[field]) for key, field in (("service", "name"), ("method", "method")) if service.get(field))
+        if ":" in (vip or ""):
+            probes[-1].update(family=6, vip=_canon(vip), client_address=_canon(client_address))
     return probes
 
 
@@ -175,25 +215,39 @@ PORTS_PER_SERVICE = 16  # the probes of each service come from their own block o
 METHOD_ORDER = ("ip_transparency", "dsr_router_nat", "dsr_origin_nat")
 
 
-def probe_plan(config, name, base_port, count):
+def _choose(config, services, name):
+    if name:
+        return [s for s in services if s["name"] == name][:1]
+    chosen = []
+    for method in [m for m in METHOD_ORDER if any(probe_method(config, s) == m for s in services)]:
+        mine = [s for s in services if probe_method(config, s) == method]
+        candidates = ([s for s in mine if s.get("http")] if method == "ip_transparency" else []) \
+            + [s for s in mine if s["protocol"] == "udp"] + mine
+        chosen.append(candidates[0])
+    return chosen
+
+
+def probe_plan(config, name, base_port, count, count6=None):
     """The services to probe and the client ports of their probes: the one named ``name``, else one service of each
     method the proxy serves (IP Transparency: its first HTTP service, else its first UDP one; DSR: its first UDP one).
-    Returns [{service, kind (http|dns), ports}], each service's ports from ``base_port`` + 16 * its rank."""
+    Returns [{service, kind (http|dns), ports}], each service's ports from ``base_port`` + 16 * its rank.
+    When the IPv6 VIP and client (``public_address6``, ``client_address6``) are known, the services with IPv6
+    upstreams are chosen the same way among themselves and probed over IPv6 too (``count6`` probes each, default
+    ``count``): these entries come after the IPv4 ones, from the next blocks of ports, with ``family`` 6, ``vip`` and
+    ``client_address``."""
     services = config["services"]
-    if name:
-        chosen = [s for s in services if s["name"] == name][:1]
-    else:
-        methods = [m for m in METHOD_ORDER if any(probe_method(config, s) == m for s in services)]
-        chosen = []
-        for method in methods:
-            mine = [s for s in services if probe_method(config, s) == method]
-            candidates = ([s for s in mine if s.get("http")] if method == "ip_transparency" else []) \
-                + [s for s in mine if s["protocol"] == "udp"] + mine
-            chosen.append(candidates[0])
-    base, count = int(base_port), int(count)
-    return [{"service": s, "kind": "http" if s.get("http") else "dns",
-             "ports": list(range(base + PORTS_PER_SERVICE * rank, base + PORTS_PER_SERVICE * rank + count))}
-            for rank, s in enumerate(chosen)]
+    chosen = [(s, {}) for s in _choose(config, services, name)]
+    vip6, client6 = config.get("public_address6") or "", config.get("client_address6") or ""
+    if ":" in vip6 and ":" in client6:
+        with6 = [s for s in services if any(":" in u for u in s["upstreams"])]
+        chosen += [(s, {"family": 6, "vip": vip6, "client_address": client6}) for s in _choose(config, with6, name)]
+    base = int(base_port)
+    plan = []
+    for rank, (service, family) in enumerate(chosen):
+        first, number = base + PORTS_PER_SERVICE * rank, int(count6 if family and count6 is not None else count)
+        plan.append(dict({"service": service, "kind": "http" if service.get("http") else "dns", "ports": list(range(first, first + number))},
+                         **family))
+    return plan
 
 
 def trace(config, probes, captures):
@@ -211,7 +265,7 @@ def trace(config, probes, captures):
         window = [e for e in events if start is not None and start - 0.0005 <= e["t"] < (later[0] - 0.0005 if later else float("inf"))]
         hops, missing_index, missing, host = trace_probe(config, probe, window)
         if missing_index is None:
-            verdict, culprit, ok = "complete: the reply reached the client from %s" % config["public_address"], None, True
+            verdict, culprit, ok = "complete: the reply reached the client from %s" % probe_vip(config, probe), None, True
         else:
             verdict, culprit = _explain(config, probe, hops, missing, host, window)
             ok = False
