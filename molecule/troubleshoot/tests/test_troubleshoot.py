@@ -48,6 +48,11 @@ def lost_at(report):
     return {t["culprit"] for t in report["traces"] if not t["ok"]}
 
 
+def family(trace):
+    """4 or 6: the lab is dual-stack, its services are probed at both VIPs (the IPv6 probes after the IPv4 ones)."""
+    return trace["probe"].get("family") or 4
+
+
 def proxy():
     return labcheck.lab_host("lb")
 
@@ -68,11 +73,15 @@ def test_healthy_lab_gives_a_clean_report(method_ip_transparency):
                      ("lb", "nginx_workers"), ("lb", "rp_filter"), ("lb", "reachability"),
                      ("upstream1", "default_route"), ("upstream4", "rp_filter"), ("upstream2", "overlapping_networks")]:
         assert expected in checks, "check %s did not run" % (expected,)
-    assert len(report["traces"]) == 4, "one probe per upstream was expected: %s" % report["traces"]
+    # one probe per upstream of each family: four at the VIP, four at the IPv6 VIP
+    assert [family(t) for t in report["traces"]] == [4] * 4 + [6] * 4, "one probe per upstream and family was expected: %s" % report["traces"]
     for trace in report["traces"]:
         assert trace["ok"], trace["verdict"]
         assert [h["host"] for h in trace["hops"]][:2] == ["client", "lb"]
         assert len(trace["hops"]) == 8, trace["hops"]
+    # IPv6 reverse-path filtering (firewall rules) is checked where the proxy's IPv6 requests arrive
+    assert [f for f in report["findings"] if (f["host"], f["check"]) == ("upstream1", "rp_filter") and "IPv6 requests" in f["problem"]], \
+        "the IPv6 reverse-path filters of upstream1 were not checked"
 
 
 def test_missing_fwmark_rule_is_named_on_the_proxy_and_the_trace_loses_replies_there(method_ip_transparency):
@@ -86,7 +95,9 @@ def test_missing_fwmark_rule_is_named_on_the_proxy_and_the_trace_loses_replies_t
     assert found and "fwmark 0x1" in found[0]["problem"], report["problems"]
     assert {f["host"] for f in report["problems"]} == {"lb"}, report["problems"]
     assert lost_at(report) == {"lb"}, [t["verdict"] for t in report["traces"]]
-    assert all(t["hops"][-1]["stage"].startswith("reply received by the proxy") for t in report["traces"])
+    # the IPv4 rule only: the IPv4 probes' replies are lost on the proxy, the IPv6 ones come back
+    assert all(t["hops"][-1]["stage"].startswith("reply received by the proxy") for t in report["traces"] if family(t) == 4)
+    assert all(t["ok"] for t in report["traces"] if family(t) == 6), [t["verdict"] for t in report["traces"]]
 
 
 def test_nginx_without_transparent_is_named_on_the_proxy(method_ip_transparency):
@@ -115,8 +126,9 @@ def test_wrong_default_route_on_an_upstream_is_named(method_ip_transparency):
     found = problems(report, "default_route", "upstream2")
     assert found and "via %s, not via the proxy %s" % (ROUTER_PRIVATE, PROXY_PRIVATE) in found[0]["problem"], report["problems"]
     assert {(f["host"], f["check"]) for f in report["problems"]} == {("upstream2", "default_route")}, report["problems"]
-    # round robin: the probe that reached upstream2 is lost there (its reply left towards the router)
-    reached = [t for t in report["traces"] if any(h["host"] == "upstream2" for h in t["hops"])]
+    # round robin: the IPv4 probe that reached upstream2 is lost there (its reply left towards the router; its IPv6
+    # default route is untouched)
+    reached = [t for t in report["traces"] if family(t) == 4 and any(h["host"] == "upstream2" for h in t["hops"])]
     assert reached, "no probe reached upstream2"
     assert all(not t["ok"] and t["culprit"] == "upstream2" for t in reached), [t["verdict"] for t in reached]
 
