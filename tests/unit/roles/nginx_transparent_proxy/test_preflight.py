@@ -112,6 +112,21 @@ CASES = [
      ["Service dns_udp", "upstream 172.16.0.11", "weight 0 must be an integer >= 1", "max_fails -1 must be an integer >= 0",
       "fail_timeout \"10 s\" must be an nginx time", "backup \"yes\" must be true or false",
       "upstream 172.16.0.12", "unknown key wieght", "upstream 5: must be an address or a mapping"]),
+    # per upstream group, as nginx checks them (issue 16 review): one family of backups only fails nginx
+    ("every-ipv6-upstream-backup", {"nginx_transparent_proxy_services": [
+        svc(upstreams=["172.16.0.11", {"address": "fd00:16::11", "backup": True}, {"address": "fd00:16::12", "backup": True}])]},
+     ["Service dns_udp", "every IPv6 upstream is a backup (upstream netops_dns_udp_v6)", "no servers in upstream"]),
+    ("every-ipv4-upstream-backup", {"nginx_transparent_proxy_services": [
+        svc(upstreams=[{"address": "172.16.0.11", "backup": True}, "fd00:16::11"])]},
+     ["Service dns_udp", "every IPv4 upstream is a backup (upstream netops_dns_udp)"], ["IPv6 upstream"]),
+    # addresses compare canonically (issue 16 review)
+    ("ipv6-upstream-listed-twice-spelled-differently", {"nginx_transparent_proxy_services": [
+        svc(upstreams=["fd00:16::11", {"address": "FD00:16:0::11", "weight": 2}])]},
+     ["Service dns_udp", "upstream fd00:16::11 is listed more than once"]),
+    ("methods-share-an-ipv6-upstream-spelled-differently", {"nginx_transparent_proxy_services": [
+        svc(method="dsr_router_nat", upstreams=["fd00:16::12"]),
+        svc(name="dns_alt", port=5353, upstream_port=53, health_check={"type": "dns"}, upstreams=["fd00:16:0:0::12"])]},
+     ["Service dns_udp (dsr_router_nat)", "service dns_alt (ip_transparency)", "udp upstream_port 53 on fd00:16::12", "cannot be told apart"]),
     ("upstream-without-address", {"nginx_transparent_proxy_services": [svc(upstreams=["172.16.0.11", {"weight": 2}])]},
      ["Service dns_udp", "address is required"]),
     ("upstream-listed-twice", {"nginx_transparent_proxy_services": [svc(upstreams=["172.16.0.11", {"address": "172.16.0.11", "weight": 2}])]},
