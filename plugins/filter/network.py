@@ -18,6 +18,7 @@ import ipaddress
 
 from ansible.module_utils.six import string_types
 
+from ansible_collections.netops.ip_transparency.plugins.plugin_utils import _addresses
 # IPv6 reverse-path filtering (firewall rules): the logic is shared with the troubleshoot role's checks
 from ansible_collections.netops.ip_transparency.plugins.plugin_utils._rpfilter6 import rpfilter6_rules
 
@@ -107,6 +108,35 @@ def _connected(facts_or_list):
     return list(facts_or_list or [])
 
 
+def canonical_ip(value):
+    """An address in its canonical spelling (a list: each of them); anything else unchanged."""
+    if isinstance(value, (list, tuple)):
+        return [_addresses.canonical_ip(v) for v in value]
+    return _addresses.canonical_ip(value)
+
+
+def _address_entries(facts_or_list):
+    """Entries {interface, address, scope?} of every address: from gathered facts with their scope, else the list."""
+    if not isinstance(facts_or_list, dict):
+        return list(facts_or_list or [])
+    entries = []
+    for iface in _interface_facts(facts_or_list):
+        for entry in iface.get("ipv6") or []:
+            if isinstance(entry, dict) and entry.get("address"):
+                entries.append(dict(entry, interface=iface["device"]))
+    return entries
+
+
+def public_ipv6(facts_or_list, interface):
+    """The candidate public IPv6 addresses of ``interface`` (plugin_utils/_addresses.public_ipv6_candidates)."""
+    return _addresses.public_ipv6_candidates(_address_entries(facts_or_list), interface)
+
+
+def ra_routes_lost(routes, accept_ra):
+    """The RA-learned default routes that turning IPv6 forwarding on would delete (plugin_utils/_addresses)."""
+    return _addresses.ra_routes_lost_to_forwarding(routes, accept_ra)
+
+
 def connected_interface(address, facts_or_list):
     """The interface whose connected (non link-local) subnet holds ``address``; the longest prefix wins."""
     addr = _addr(address)
@@ -161,6 +191,9 @@ class FilterModule(object):
             "network_has_host_bits": network_has_host_bits,
             "connected_addresses": connected_addresses,
             "connected_interface": connected_interface,
+            "canonical_ip": canonical_ip,
+            "public_ipv6": public_ipv6,
+            "ra_routes_lost": ra_routes_lost,
             "in_networks": in_networks,
             "overlapping_networks": overlapping_networks,
             "rpfilter6_rules": rpfilter6_rules,

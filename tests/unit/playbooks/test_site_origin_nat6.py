@@ -9,6 +9,8 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import json
+import re
+import subprocess
 
 import pytest
 
@@ -50,3 +52,34 @@ def test_the_public_addresses_of_the_ipv6_rewrite_are_checked_before_any_change(
             assert part in failed[host], failed[host]
     assert set(ran[task]) == set(upstreams), "not every upstream was checked"
     assert not [name for name in ran if name.startswith("netops.ip_transparency.origin_nat :") and "Rewrite" in name]
+
+
+def _controller_ipv4():
+    """A global IPv4 address of this host (the upstreams of these runs are the controller), or None."""
+    try:
+        out = subprocess.run(["ip", "-o", "-4", "addr", "show", "scope", "global"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        return None
+    found = re.search(r"\binet (\d+\.\d+\.\d+\.\d+)/", out)
+    return found.group(1) if found else None
+
+
+def test_an_upstream_rewrites_the_families_of_the_addresses_it_holds(tmp_path):
+    """issue 16 review: decided per upstream host, not for the whole group. The upstream (the controller) holds the
+    service's IPv4 upstream only, so it is not asked for the proxy's IPv6 address (which nobody gives): it goes on to
+    the argument spec check, where a bad origin_nat_backend stops it before any change."""
+    own = _controller_ipv4()
+    if own is None:
+        pytest.skip("the controller has no global IPv4 address")
+    inventory = _inventory(tmp_path)
+    data = json.loads(open(inventory).read())
+    data["all"]["children"]["lb"]["hosts"]["lb1"] = {"nginx_transparent_proxy_services": [
+        {"name": "dns", "protocol": "udp", "port": 53, "upstreams": [own, "fd00:16::99"]}]}
+    data["all"]["children"]["web"]["hosts"] = {"web1": {"dsr_public_address": "203.0.113.10", "origin_nat_backend": "bogus"}}
+    open(inventory, "w").write(json.dumps(data))
+    proc = _ansible_playbook(tmp_path, inventory, "dsr_origin_nat", *RENAMED + ["--limit", "web"])
+    failed, ran = _failures(proc.stdout)
+    print(proc.stdout[-4000:])
+    assert "web1" not in ran.get("Check the proxy's public IPv6 address is known when the upstreams rewrite IPv6 replies", [])
+    assert "web1" in failed and "web1" in ran["Check the upstream's variables against the roles' argument specs"], failed
+    assert "origin_nat_backend" in proc.stdout

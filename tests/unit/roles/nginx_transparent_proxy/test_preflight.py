@@ -2,6 +2,7 @@
 offending item (service, value) and the rule it breaks. One ansible-playbook run for every case: each case is
 an inventory host with its own role variables (issue 13, defect 9)."""
 
+import json
 import os
 
 import pytest
@@ -111,6 +112,21 @@ CASES = [
      ["Service dns_udp", "upstream 172.16.0.11", "weight 0 must be an integer >= 1", "max_fails -1 must be an integer >= 0",
       "fail_timeout \"10 s\" must be an nginx time", "backup \"yes\" must be true or false",
       "upstream 172.16.0.12", "unknown key wieght", "upstream 5: must be an address or a mapping"]),
+    # per upstream group, as nginx checks them (issue 16 review): one family of backups only fails nginx
+    ("every-ipv6-upstream-backup", {"nginx_transparent_proxy_services": [
+        svc(upstreams=["172.16.0.11", {"address": "fd00:16::11", "backup": True}, {"address": "fd00:16::12", "backup": True}])]},
+     ["Service dns_udp", "every IPv6 upstream is a backup (upstream netops_dns_udp_v6)", "no servers in upstream"]),
+    ("every-ipv4-upstream-backup", {"nginx_transparent_proxy_services": [
+        svc(upstreams=[{"address": "172.16.0.11", "backup": True}, "fd00:16::11"])]},
+     ["Service dns_udp", "every IPv4 upstream is a backup (upstream netops_dns_udp)"], ["IPv6 upstream"]),
+    # addresses compare canonically (issue 16 review)
+    ("ipv6-upstream-listed-twice-spelled-differently", {"nginx_transparent_proxy_services": [
+        svc(upstreams=["fd00:16::11", {"address": "FD00:16:0::11", "weight": 2}])]},
+     ["Service dns_udp", "upstream fd00:16::11 is listed more than once"]),
+    ("methods-share-an-ipv6-upstream-spelled-differently", {"nginx_transparent_proxy_services": [
+        svc(method="dsr_router_nat", upstreams=["fd00:16::12"]),
+        svc(name="dns_alt", port=5353, upstream_port=53, health_check={"type": "dns"}, upstreams=["fd00:16:0:0::12"])]},
+     ["Service dns_udp (dsr_router_nat)", "service dns_alt (ip_transparency)", "udp upstream_port 53 on fd00:16::12", "cannot be told apart"]),
     ("upstream-without-address", {"nginx_transparent_proxy_services": [svc(upstreams=["172.16.0.11", {"weight": 2}])]},
      ["Service dns_udp", "address is required"]),
     ("upstream-listed-twice", {"nginx_transparent_proxy_services": [svc(upstreams=["172.16.0.11", {"address": "172.16.0.11", "weight": 2}])]},
@@ -186,3 +202,38 @@ def test_the_ipv6_gate_names_the_service_and_its_method(tmp_path, run_inventory,
                              extra_vars={"__nginx_transparent_proxy_ipv6_methods": ["ip_transparency"]})[0]
     for case, _variables, parts in GATE_CASES:
         assert_refusal(refusals, case, parts)
+
+
+# The IPv6 host check (issue 16 review, A) needs the host's answers: the task itself, taken from preflight.yml, runs
+# here on what the read command prints on a host with RA default routes on two interfaces.
+def _preflight_task(name):
+    import yaml
+    with open(os.path.join(HERE, "..", "..", "..", "..", "roles", "nginx_transparent_proxy", "tasks", "preflight.yml")) as handle:
+        return next(task for task in yaml.safe_load(handle) if task.get("name") == name)
+
+
+RA_LINES = ["lo_disable_ipv6=0", "accept_ra all 1", "accept_ra default 1", "accept_ra eth0 2", "accept_ra eth1 1", "accept_ra eth2 0",
+            "route default via fe80::1 dev eth0 proto ra metric 1024 expires 1797sec pref medium",
+            "route default via fe80::2 dev eth1 proto ra metric 1024 expires 1797sec pref medium"]
+RA_CASES = [
+    # router NAT of IPv6 upstreams: eth1's RA route would go at once (eth0 keeps its own: accept_ra 2), whichever is public
+    ("ra-route-on-another-interface", "dsr_router_nat", RA_LINES,
+     ["Service dns_udp (dsr_router_nat) has IPv6 upstreams", "delete immediately", "interface eth1 (accept_ra 1: default via fe80::2 dev eth1",
+      "set net.ipv6.conf.eth1.accept_ra = 2 in /etc/sysctl.d", "static IPv6 default route"], ["interface eth0"]),
+    ("ra-routes-kept-with-accept-ra-2", "dsr_router_nat", [line.replace("accept_ra eth1 1", "accept_ra eth1 2") for line in RA_LINES], None, ()),
+    # no IPv6 forwarding: nothing to lose
+    ("ra-routes-without-router-nat", "dsr_origin_nat", RA_LINES, None, ()),
+]
+
+
+def test_ipv6_router_nat_refuses_ra_default_routes_on_any_interface(tmp_path, run_inventory, assert_refusal):
+    task = _preflight_task("Assert the host can serve IPv6 as the methods need")
+    task["when"] = []
+    playbook = tmp_path / "ra.yml"
+    playbook.write_text(json.dumps([{"hosts": "all", "gather_facts": False, "tasks": [task]}]))
+    hosts = dict((case, {"nginx_transparent_proxy_route_table": 100, "__nginx_transparent_proxy_ipv6_host": {"stdout_lines": lines},
+                         "__nginx_transparent_proxy_groups": [{"name": "dns_udp", "group": "dns_udp_v6", "family": 6, "method": method}]})
+                 for case, method, lines, _parts, _not in RA_CASES)
+    refusals = run_inventory(tmp_path, str(playbook), {"all": {"hosts": hosts}})[0]
+    for case, _method, _lines, parts, not_named in RA_CASES:
+        assert_refusal(refusals, case, parts, not_named)

@@ -245,6 +245,21 @@ def test_dual_stack_renders_as_reviewed(tmp_path):
             assert text == handle.read(), "dual_stack/%s differs from the reviewed golden file" % name
 
 
+def test_router_nat_of_ipv6_upstreams_only_leaves_ipv4_forwarding_alone(tmp_path):
+    """issue 16 review: IPv4 forwarding is for router NAT of IPv4 upstreams (or the egress), IPv6 forwarding for IPv6
+    upstreams; the addresses are canonical whatever their spelling (one nft element, one server)."""
+    services = [{"name": "dns_udp", "protocol": "udp", "port": 53, "method": "dsr_router_nat",
+                 "upstreams": ["FD00:16:0::11", {"address": "fd00:16::0:12", "weight": 2}]}]
+    out = render(tmp_path, nginx_transparent_proxy_method="ip_transparency", nginx_transparent_proxy_health_check=False,
+                 nginx_transparent_proxy_services=services)
+    sysctl = out["sysctl.conf"]
+    assert "net.ipv4.ip_forward" not in sysctl
+    assert "net.ipv6.conf.all.forwarding = 1" in sysctl and "net.ipv4.udp_early_demux = 0" in sysctl
+    assert "ip6 saddr { fd00:16::11, fd00:16::12 } udp sport 53 accept" in out["netops-transparent-proxy.nft"]
+    assert block(out["stream.conf"], "upstream netops_dns_udp_v6").splitlines() == [
+        "    server [fd00:16::11]:53;", "    server [fd00:16::12]:53 weight=2;"]
+
+
 def test_each_family_has_its_own_listener_group_and_bind(tmp_path):
     out = render(tmp_path, **DUAL_STACK["dual_stack"])
     stream, http = out["stream.conf"], out["http.conf"]
@@ -278,7 +293,8 @@ def test_dual_stack_kernel_side_per_family(tmp_path):
     out = render(tmp_path, names=RENDERED + (UNIT,), **DUAL_STACK["dual_stack"])
     nft = out["netops-transparent-proxy.nft"]
     prerouting, forward = (re.search(r"chain %s \{\n(.*?)\n\t\}" % c, nft, re.S).group(1) for c in ("prerouting", "forward"))
-    assert "set upstreams6 {\n\t\ttype ipv6_addr\n\t\telements = { fd00:16::11, fd00:16::12, fd00:16::13 }" in nft
+    # the rules name their upstreams inline: no set of the IPv6 upstreams (issue 16 review: it was never used)
+    assert "upstreams6" not in nft and "ipv6_addr" not in nft
     assert 'ip6 saddr { fd00:16::11, fd00:16::12 } tcp sport 80 meta mark set 0x1 comment "web_v6"' in prerouting
     assert 'ip saddr { 172.16.0.11, 172.16.0.12 } tcp sport 80 meta mark set 0x1 comment "web"' in prerouting
     assert 'ip6 saddr { fd00:16::11, fd00:16::12 } tcp sport 53 meta mark set 0x1 comment "dns_tcp_v6"' in prerouting

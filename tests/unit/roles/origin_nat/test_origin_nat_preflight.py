@@ -70,6 +70,12 @@ CASES = [
     ("v6-no-default-route", dict(V6, fake_default_ipv6={}),
      ["IPv6 egress interface", "origin_nat_address6", "Found interface ''", "eth8 fd00:8::11", "eth9 2001:db8:16::11"]),
     ("v6-address-given", dict(V6, origin_nat_address6="fd00:8:0::11"), None),
+    # the one rule for an interface's IPv6 address (filter public_ipv6): global scope only, never a guess among several
+    ("v6-several-addresses", dict(V6, fake_eth9_ipv6=[{"address": "2001:db8:16::5", "prefix": "64", "scope": "global"}]),
+     ["eth9 has several global IPv6 addresses (2001:db8:16::5, 2001:db8:16::11)", "does not guess", "set origin_nat_address6"]),
+    ("v6-several-addresses-one-given", dict(V6, origin_nat_address6="2001:db8:16::0:5",
+                                            fake_eth9_ipv6=[{"address": "2001:db8:16::5", "prefix": "64", "scope": "global"}]), None),
+    ("v6-host-scope-is-no-candidate", dict(V6, fake_eth9_ipv6=[{"address": "2001:db8:16::6", "prefix": "128", "scope": "host"}]), None),
     ("v6-address-not-this-hosts", dict(V6, origin_nat_address6="fd00:9::11"),
      ["IPv6 egress interface", "address 'fd00:9::11'"]),
     ("v6-address-link-local", dict(V6, origin_nat_address6="fe80::11"), ["IPv6 egress interface", "address 'fe80::11'"]),
@@ -107,6 +113,8 @@ DERIVED = {
     "v6-only": {"v4": False, "v6": True, "if6": "eth9", "addr6": "2001:db8:16::11"},
     # the address's interface and its canonical spelling
     "v6-address-given": {"if6": "eth8", "addr6": "fd00:8::11"},
+    "v6-several-addresses-one-given": {"if6": "eth9", "addr6": "2001:db8:16::5"},
+    "v6-host-scope-is-no-candidate": {"if6": "eth9", "addr6": "2001:db8:16::11"},
     "v6-rpf-strict-same-interface": {"rpf6": ["fib saddr . mark . iif oif missing drop", "-A PREROUTING -m rpfilter --invert -j DROP"]},
     "v6-rpf-loose-elsewhere": {"rpf6": ["fib saddr . mark oif missing drop", "-A PREROUTING -m rpfilter --loose --invert -j DROP"]},
     "v6-rpf-strict-on-another-interface": {"rpf6": []},
