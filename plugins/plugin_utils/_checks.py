@@ -30,6 +30,7 @@ __metaclass__ = type
 
 import re
 
+from ansible_collections.netops.ip_transparency.plugins.plugin_utils import _addresses
 from ansible_collections.netops.ip_transparency.plugins.module_utils._common import ValidationError, parse_address, parse_prefix
 from ansible_collections.netops.ip_transparency.plugins.plugin_utils._nginx_conf import METHODS, detect_method, dump_directive, find_servers
 from ansible_collections.netops.ip_transparency.plugins.plugin_utils._nginx_conf import parse_nginx, server_method
@@ -1012,17 +1013,13 @@ def resolve_gateway(config, hosts, name, family=4):
 
 
 def public_address6(config, hosts):
-    """The proxy's public IPv6 address: ``config["public_address6"]``, else the first global IPv6 address on the
-    interface holding the (IPv4) public address of the proxy ``config["proxy_host"]`` (the role's default); '' if none."""
-    if config.get("public_address6"):
-        return config["public_address6"]
+    """The proxy's public IPv6 address: ``config["public_address6"]``, else the only global IPv6 address on the
+    interface holding the (IPv4) public address of the proxy ``config["proxy_host"]``, by the rule the proxy role uses
+    (``_addresses.choose_public_ipv6``); '' if there is none or several (the role refuses to guess, so does this)."""
     entry = hosts.get(config.get("proxy_host") or "") or next((hosts[n] for n in sorted(hosts) if hosts[n]["group"] == "proxy"), {})
     facts = entry.get("facts") or {}
     public_if = _holder(facts, config["public_address"]) if _ip(config["public_address"]) is not None else None
-    for iface, _network, address in _connected(facts):
-        if iface == public_if and _version(address) == 6:
-            return address
-    return ""
+    return _addresses.choose_public_ipv6(facts.get("addresses", []), public_if, config.get("public_address6") or "")[0]
 
 
 def ping_plan(config, hosts):
