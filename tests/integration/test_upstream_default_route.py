@@ -454,6 +454,30 @@ def test_an_ipv6_record_of_the_previous_version_keeps_its_routes(upstream6, sh, 
     assert not record.exists()
 
 
+def test_accept_ra_defrtr_goes_back_before_the_role_route(upstream6, sh, tmp_path):
+    """A host whose only IPv6 default route came from router advertisements (never recorded): accept_ra_defrtr is put
+    back before the role's route goes, on absent and when gateway6 is emptied, so that an advertisement arriving
+    meanwhile adds its route next to the role's rather than being ignored."""
+    sh(upstream6, ROUTER)
+    sh(upstream6, RA6)
+    baseline = _state6(sh, upstream6)
+    for leave in ({"upstream_default_route_state": "absent"}, {"upstream_default_route_gateway6": ""}):
+        _step(upstream6, tmp_path, DUAL)
+        assert _defrtr(sh, upstream6) == "0" and _record(tmp_path)["ipv6"]["replaced"] == []
+        assert _defaults6(sh, upstream6) == "default via fd00:16::1 dev d0 metric 1024 pref medium"
+        order = _changed_tasks(_step(upstream6, tmp_path, dict(DUAL, **leave)))
+        assert order.index("Put back the accept_ra_defrtr values the role changed") < \
+            order.index("Remove the role's default route (nothing was replaced)"), order
+        assert _defrtr(sh, upstream6) == "1" and _defaults6(sh, upstream6) == ""
+        sh(upstream6, RA6)  # the next advertisement
+        if leave.get("upstream_default_route_state") == "absent":
+            assert _state6(sh, upstream6) == baseline
+        else:
+            assert _defaults6(sh, upstream6).startswith("default via fe80::1 dev d0 proto ra")
+    _step(upstream6, tmp_path, {"upstream_default_route_state": "absent"})
+    assert _state6(sh, upstream6) == baseline
+
+
 def test_accept_ra_defrtr_is_left_alone_when_asked_or_without_advertisements(upstream6, sh, tmp_path):
     sh(upstream6, ROUTER6)
     _step(upstream6, tmp_path, dict(DUAL, upstream_default_route_accept_ra_defrtr=True))
