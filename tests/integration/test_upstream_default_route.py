@@ -128,7 +128,7 @@ def test_an_unreadable_record_stops_the_run_before_any_change(upstream, sh, tmp_
     proc = _run_role(upstream, tmp_path)
     assert proc.returncode != 0, proc.stdout[-3000:]
     failed_at = proc.stdout[:proc.stdout.index("fatal:")]
-    assert "Read the default routes saved on an earlier run" in failed_at[failed_at.rindex("TASK ["):], proc.stdout[-3000:]
+    assert "Read the record of an earlier run" in failed_at[failed_at.rindex("TASK ["):], proc.stdout[-3000:]
     assert _routes(sh, upstream) == before
 
 
@@ -407,6 +407,75 @@ def test_both_families_present_rerun_absent(upstream6, sh, tmp_path):
     assert _state6(sh, upstream6) == baseline
     assert not _sysctl_file(tmp_path).exists()
     assert not (tmp_path / "facts.d" / "netops_upstream_default_route.fact").exists()
+
+
+# the record of the role's version before dual stack, which took an IPv6 gateway in upstream_default_route_gateway:
+# that family at the record's top level, the routes it replaced as policy_route's options
+OLD_IPV6_RECORD = {
+    "replaced": [{"family": "ipv6", "table": 254, "dest": "::/0", "type": "unicast", "gateway": "fd00:2::2", "device": "d1",
+                  "source": None, "metric": 100, "proto": "boot", "onlink": False, "nexthops": []}],
+    "family": "ipv6", "table": "main", "gateway": "fd00:16::1", "device": "d0", "metric": 0,
+}
+
+
+@pytest.mark.parametrize("role_vars", [
+    pytest.param({"upstream_default_route_gateway": "", "upstream_default_route_gateway6": "fd00:16::1"}, id="gateway6"),
+    pytest.param(DUAL, id="both"),
+    # IPv6 left out: the old entry is a family no longer given, its route goes back at once
+    pytest.param({}, id="ipv4-only"),
+])
+def test_an_ipv6_record_of_the_previous_version_keeps_its_routes(upstream6, sh, tmp_path, role_vars):
+    """A host the previous version routed via an IPv6 gateway given in upstream_default_route_gateway (now refused:
+    it moves to gateway6): its record's top-level entry is the IPv6 family's, so the router's IPv6 default route it
+    saved is the one absent puts back (not the proxy's route found in its place), and it is never taken for IPv4's."""
+    sh(upstream6, ROUTER)
+    sh(upstream6, ROUTER6)
+    baseline = _state6(sh, upstream6)
+    # what that version left: its route via the proxy in place of the router's, and its record
+    sh(upstream6, "ip -6 route del default via fd00:2::2 dev d1 metric 100 && ip -6 route add default via fd00:16::1 dev d0")
+    record = tmp_path / "facts.d" / "netops_upstream_default_route.fact"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps(OLD_IPV6_RECORD))
+
+    _step(upstream6, tmp_path, role_vars)
+    saved = _record(tmp_path)
+    assert saved.get("family", "ipv4") == "ipv4", saved
+    ipv4 = [r["gateway"] for r in saved.get("replaced", [])]
+    assert ipv4 == (["10.0.2.2"] if role_vars.get("upstream_default_route_gateway", "x") else []), saved
+    if role_vars.get("upstream_default_route_gateway6"):
+        assert [(r["gateway"], r["metric"]) for r in saved["ipv6"]["replaced"]] == [("fd00:2::2", 100)], saved
+        assert _defaults6(sh, upstream6) == "default via fd00:16::1 dev d0 metric 1024 pref medium"
+    else:
+        assert "ipv6" not in saved, saved
+        assert _defaults6(sh, upstream6) == "default via fd00:2::2 dev d1 metric 100 pref medium"
+
+    _step(upstream6, tmp_path, {"upstream_default_route_state": "absent"})
+    assert _state6(sh, upstream6) == baseline
+    assert not record.exists()
+
+
+def test_accept_ra_defrtr_goes_back_before_the_role_route(upstream6, sh, tmp_path):
+    """A host whose only IPv6 default route came from router advertisements (never recorded): accept_ra_defrtr is put
+    back before the role's route goes, on absent and when gateway6 is emptied, so that an advertisement arriving
+    meanwhile adds its route next to the role's rather than being ignored."""
+    sh(upstream6, ROUTER)
+    sh(upstream6, RA6)
+    baseline = _state6(sh, upstream6)
+    for leave in ({"upstream_default_route_state": "absent"}, {"upstream_default_route_gateway6": ""}):
+        _step(upstream6, tmp_path, DUAL)
+        assert _defrtr(sh, upstream6) == "0" and _record(tmp_path)["ipv6"]["replaced"] == []
+        assert _defaults6(sh, upstream6) == "default via fd00:16::1 dev d0 metric 1024 pref medium"
+        order = _changed_tasks(_step(upstream6, tmp_path, dict(DUAL, **leave)))
+        assert order.index("Put back the accept_ra_defrtr values the role changed") < \
+            order.index("Remove the role's default route (nothing was replaced)"), order
+        assert _defrtr(sh, upstream6) == "1" and _defaults6(sh, upstream6) == ""
+        sh(upstream6, RA6)  # the next advertisement
+        if leave.get("upstream_default_route_state") == "absent":
+            assert _state6(sh, upstream6) == baseline
+        else:
+            assert _defaults6(sh, upstream6).startswith("default via fe80::1 dev d0 proto ra")
+    _step(upstream6, tmp_path, {"upstream_default_route_state": "absent"})
+    assert _state6(sh, upstream6) == baseline
 
 
 def test_accept_ra_defrtr_is_left_alone_when_asked_or_without_advertisements(upstream6, sh, tmp_path):
