@@ -409,6 +409,19 @@ def test_both_families_present_rerun_absent(upstream6, sh, tmp_path):
     assert not (tmp_path / "facts.d" / "netops_upstream_default_route.fact").exists()
 
 
+def test_absent_on_a_host_the_role_never_changed_changes_nothing(upstream6, sh, tmp_path):
+    """absent with both gateways given and no record (Method 2b's upstreams on a fresh host, a record removed): the
+    families the variables describe replaced nothing; the run passes and leaves both families as they are (it
+    failed with "dict object has no attribute 'replaced'" before restore_main gave them an empty list)."""
+    for command in (ROUTER, ROUTER6):
+        sh(upstream6, command)
+    baseline = _state6(sh, upstream6)
+    proc = _step(upstream6, tmp_path, dict(DUAL, upstream_default_route_state="absent"))
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    assert _state6(sh, upstream6) == baseline
+    assert not (tmp_path / "facts.d" / "netops_upstream_default_route.fact").exists()
+
+
 # the record of the role's version before dual stack, which took an IPv6 gateway in upstream_default_route_gateway:
 # that family at the record's top level, the routes it replaced as policy_route's options
 OLD_IPV6_RECORD = {
