@@ -144,9 +144,9 @@ def _services(upstreams=None, **extra):
 # (id, playbook, extra vars, part of the expected message). Kept in step with the table in README.md.
 BAD_INPUTS = [
     ("invalid-upstream-address", "ip_transparency", _services(["172.16.0.300"]),
-     "Service dns_udp: upstreams must be a non-empty list of IPv4 addresses"),
-    ("mixed-family-upstreams", "ip_transparency", _services(["172.16.0.11", "2001:db8::11"]),
-     "Not IPv4 addresses: 2001:db8::11"),
+     "Service dns_udp: upstreams must be a non-empty list of IPv4 or IPv6 addresses. Not IP addresses: 172.16.0.300"),
+    ("link-local-upstream", "ip_transparency", _services(["172.16.0.11", "fe80::11"]),
+     "Link-local (fe80::/10): fe80::11"),
     ("invalid-gateway", "ip_transparency", {"upstream_default_route_gateway": "172.16.0.999"},
      "which is not an IP address"),
     ("gateway-not-connected", "dsr_router_nat", {"upstream_default_route_gateway": "10.9.9.9"},
@@ -166,7 +166,7 @@ BAD_INPUTS = [
                                                            "upstream_default_route_client_networks": ["172.16.0.0/16"]},
      "No Overlapping IP Ranges"),
     ("ipv6-listener-ipv4-upstreams", "ip_transparency", _services(listen_address="::"),
-     "IPv6 while the upstreams are IPv4"),
+     "listen_address :: is IPv6 while upstreams 172.16.0.11"),
     ("tcp-service-with-dsr", "dsr_router_nat", {"dsr_services": [{"name": "web", "protocol": "tcp", "port": 80,
                                                                   "upstreams": ["172.16.0.11"]}]},
      "Service web cannot use Direct Server Return (dsr_router_nat): protocol tcp: DSR works for UDP only"),
