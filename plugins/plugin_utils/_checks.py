@@ -792,7 +792,9 @@ def diagnose_proxy(results, host, config, facts, pings, entry=None):
             check_nat6(results, host, dict(config, method="dsr_router_nat", services=router_nat6), facts, public_if, _of(sources, 6), "router_nat")
     arrivals = [(public_if, config["client_address"], "client requests")] if public_if else []
     # rp_filter is IPv4's: IPv6 has none (its reverse-path filters are nftables fib or ip6tables rpfilter rules)
-    back = _of(sorted(set(u for s in services_by(config, "ip_transparency", "dsr_router_nat") for u in s["upstreams"])), 4)
+    # the upstreams whose replies reach the proxy (Method 1 and router NAT), both families
+    replying = sorted(set(u for s in services_by(config, "ip_transparency", "dsr_router_nat") for u in s["upstreams"]))
+    back = _of(replying, 4)
     arrivals += [(_holder(facts, u), u, "replies from upstream %s" % u) for u in back if _holder(facts, u)]
     check_rp_filter(results, host, facts, arrivals)
     read6 = (entry or {}).get("rpfilter6")
@@ -801,7 +803,7 @@ def diagnose_proxy(results, host, config, facts, pings, entry=None):
         public_if6 = _holder(facts, vip6) if vip6 and any(_ip(a["address"]) == _ip(vip6) for a in facts.get("addresses", [])) else None
         client6 = config.get("client_address6") or ""
         arrivals6 = [(public_if6, client6, "IPv6 client requests")] if public_if6 and client6 else []
-        back6 = _of(sorted(set(u for s in services_by(config, "ip_transparency", "dsr_router_nat") for u in s["upstreams"])), 6)
+        back6 = _of(replying, 6)
         arrivals6 += [(_holder(facts, u), u, "IPv6 replies from upstream %s" % u) for u in back6 if _holder(facts, u)]
         marked = set(_holder(facts, u) for s in services_by(config, "ip_transparency") for u in _of(s["upstreams"], 6))
         check_rp_filter6(results, host, facts, read6, arrivals6, marked)
