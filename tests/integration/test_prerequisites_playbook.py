@@ -13,6 +13,7 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+pytestmark = pytest.mark.playbook
 # the first play of each (the preflight play) and the name of its first change play
 # every method playbook is site.yml with its method as the default: the upstreams' play comes second
 UPSTREAM_PLAY = "Upstream servers route and rewrite their replies as each service's method asks"
@@ -86,6 +87,8 @@ def test_an_upstream_without_pyroute2_stops_the_playbook_at_its_preflight_play(u
     assert not (tmp_path / "facts.d").exists()
 
 
+# the preflight's pyroute2 check with Debian 12's own pyroute2 (the hosts' package) too
+@pytest.mark.compat
 def test_the_same_upstream_with_pyroute2_passes_the_preflight_play_in_check_mode(upstream, sh, tmp_path):
     playbook = "ip_transparency"
     before = sh(upstream, ROUTING)
