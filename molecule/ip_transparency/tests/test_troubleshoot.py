@@ -1,6 +1,7 @@
 """The troubleshooter against the lab: a clean report on the healthy lab, then each injected fault named with its
 host (and, for faults on the packets' path, the trace pointing at the host where the probe disappeared), undone
-after each test. The lab was converged with Method 1; the last tests switch it to DSR router NAT."""
+after each test. The lab was converged with Method 1 (this scenario's converge; this file runs last in its verify, after
+the client's and the health checks); the last tests switch it to DSR router NAT."""
 
 import json
 import os
