@@ -105,7 +105,7 @@ unit: venv ## pytest unit tests
 # Each half is a target of its own, so that `make -j2` runs them side by side with the other suites.
 integration: integration-newest integration-compat ## modules against the real kernel in network namespaces (both pyroute2 versions)
 
-integration-newest: venv compat vm-kernel
+integration-newest: venv vm-kernel
 	pytest tests/integration
 
 # Debian 12's pyroute2 runs every module test; of the tests that run a role or a playbook (marker `playbook`, minutes
@@ -118,7 +118,7 @@ vm-kernel: host ## fetch Debian's stock kernel and build the qemu harness's init
 
 vm: vm-newest vm-compat ## tc backend tests in a qemu VM booted with Debian's stock kernel (has act_nat), both pyroute2 versions
 
-vm-newest: venv compat vm-kernel
+vm-newest: venv vm-kernel
 	tests/vm/run-in-vm -- $(CURDIR)/$(VENV)/bin/pytest -p no:cacheprovider -m needs_tc_nat tests/integration
 
 vm-compat: venv compat vm-kernel
