@@ -13,6 +13,7 @@ PACKAGES=(
   nginx libnginx-mod-stream bind9 bind9-dnsutils curl dnsperf wrk
   iproute2 nftables iptables tcpdump procps iputils-ping kmod
   openssh-server openssh-client sudo keepalived
+  haproxy ipvsadm
 )
 
 here=$(cd "$(dirname "$0")" && pwd)
