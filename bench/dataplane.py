@@ -74,7 +74,56 @@ server {
         proxy_pass http://bench_http;
     }
 }
-""" % "\n".join("    server %s:80;" % u for u in UPSTREAMS)
+# the same with idle upstream connections kept and reused (HAProxy's default, http-reuse safe); not possible
+# with proxy_bind $remote_addr: a kept connection carries one client's address
+upstream bench_http_keepalive {
+%s
+    keepalive 32;
+}
+server {
+    listen 8083;
+    location / {
+        proxy_set_header Host $host;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_pass http://bench_http_keepalive;
+    }
+}
+""" % ("\n".join("    server %s:80;" % u for u in UPSTREAMS), "\n".join("    server %s:80;" % u for u in UPSTREAMS))
+
+
+# HAProxy 2.6 (Debian), the peer for HTTP: the same round robin over the four upstreams, once as a standard
+# reverse proxy and once with `source 0.0.0.0 usesrc clientip` (its IP transparency: the upstreams see the
+# client's address; the replies come back by the same return path as nginx's IP transparency - the upstreams'
+# default route, the proxy's mark and local route - so it runs while that method is applied). It runs as root,
+# as usesrc needs (CAP_NET_ADMIN), from a bench-only configuration, and is stopped afterwards.
+HAPROXY_CFG = "/run/netops-bench-haproxy.cfg"
+HAPROXY_PID = "/run/netops-bench-haproxy.pid"
+HAPROXY = """# netops bench: HAProxy peers (standard on :8081, usesrc clientip on :8082)
+global
+    daemon
+    maxconn 4096
+    nbthread %(threads)d
+    pidfile %(pid)s
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+frontend standard
+    bind %(vip)s:8081
+    default_backend standard
+frontend transparent
+    bind %(vip)s:8082
+    default_backend transparent
+backend standard
+    balance roundrobin
+%(servers)s
+backend transparent
+    balance roundrobin
+    source 0.0.0.0 usesrc clientip
+%(servers)s
+"""
 
 
 def dexec(container, command, check=True, timeout=600):
@@ -352,6 +401,26 @@ class Lab(object):
         for host in UPSTREAM_HOSTS:
             dexec(host, "ip route del 192.168.99.0/24 via 172.16.0.1", check=False)
 
+    def haproxy_start(self):
+        # as many threads as nginx has workers (worker_processes auto: one per CPU)
+        threads = int(dexec(PROXY, "nproc").stdout.strip())
+        cfg = HAPROXY % {"vip": VIP, "pid": HAPROXY_PID, "threads": threads,
+                         "servers": "\n".join("    server u%d %s:80" % (i + 1, u) for i, u in enumerate(UPSTREAMS))}
+        dexec(PROXY, "cat > %s <<'EOF'\n%sEOF\nhaproxy -c -q -f %s && haproxy -f %s" % (HAPROXY_CFG, cfg, HAPROXY_CFG, HAPROXY_CFG))
+        return threads
+
+    def haproxy_stop(self):
+        dexec(PROXY, "[ -s %s ] && kill $(cat %s); rm -f %s %s" % (HAPROXY_PID, HAPROXY_PID, HAPROXY_PID, HAPROXY_CFG),
+              check=False)
+
+    def seen_from(self, url):
+        """The client address the upstream saw (its page says 'You connected from A:P')."""
+        out = dexec(CLIENT, "curl -s -m 3 %s" % url, check=False).stdout
+        m = re.search(r"connected from ([0-9.]+):", out)
+        if not m:
+            raise BenchError("HTTP %s does not answer (%r)" % (url, out[:200]))
+        return m.group(1)
+
     def querylog(self, on):
         for host in UPSTREAM_HOSTS:
             dexec(host, "rndc querylog %s" % ("on" if on else "off"), check=False)
@@ -435,7 +504,7 @@ def run(loads, seconds=5, http_seconds=5, log=print):
     lab = Lab(log)
     udp, http, setup_s = {}, {}, {}
     images = sh(["docker", "exec", CLIENT, "bash", "-c", "dnsperf -h 2>&1 | grep -m1 Version; wrk -v 2>&1 | head -1; "
-                 "nginx -v 2>&1"], check=False).stdout
+                 "nginx -v 2>&1; haproxy -v | head -1"], check=False).stdout
     lab.querylog(False)
     try:
         lab.accounting.enable()
@@ -449,6 +518,7 @@ def run(loads, seconds=5, http_seconds=5, log=print):
             udp["standard"] = lab.sweep("standard", VIP, loads, seconds)
             udp["plain"] = lab.sweep("plain", UPSTREAMS[0], loads, seconds)
             http["standard"] = lab.wrk("http://%s:8080/" % VIP, http_seconds)
+            http["standard_keepalive"] = lab.wrk("http://%s:8083/" % VIP, http_seconds)
             http["plain"] = lab.wrk("http://%s/" % UPSTREAMS[0], http_seconds)
         finally:
             lab.bench_teardown()
@@ -456,6 +526,22 @@ def run(loads, seconds=5, http_seconds=5, log=print):
         lab.check_http("http://%s/" % VIP)
         udp["ip_transparency"] = lab.sweep("ip_transparency", VIP, loads, seconds)
         http["ip_transparency"] = lab.wrk("http://%s/" % VIP, http_seconds)
+        try:
+            threads = lab.haproxy_start()
+            client = dexec(CLIENT, "ip -4 -o addr show scope global | awk '{print $4}' | cut -d/ -f1").stdout.split()
+            seen = {name: lab.seen_from("http://%s:%d/" % (VIP, port))
+                    for name, port in (("haproxy", 8081), ("haproxy_transparent", 8082))}
+            log("  haproxy (%d threads): upstreams see %s (standard) and %s (usesrc clientip); client %s"
+                % (threads, seen["haproxy"], seen["haproxy_transparent"], client))
+            if seen["haproxy_transparent"] not in client or seen["haproxy"] in client:
+                raise BenchError("HAProxy: expected the client's address only through usesrc clientip, saw %s" % seen)
+            http["haproxy"] = lab.wrk("http://%s:8081/" % VIP, http_seconds)
+            http["haproxy_transparent"] = lab.wrk("http://%s:8082/" % VIP, http_seconds)
+            http["haproxy"]["threads"] = http["haproxy_transparent"]["threads"] = threads
+            http["haproxy"]["upstream_saw"] = seen["haproxy"]
+            http["haproxy_transparent"]["upstream_saw"] = seen["haproxy_transparent"]
+        finally:
+            lab.haproxy_stop()
         setup_s["dsr_router_nat"] = playbook("dsr_router_nat.yml", log=log)
         udp["dsr_router_nat"] = lab.sweep("dsr_router_nat", VIP, loads, seconds)
         setup_s["dsr_origin_nat"] = playbook("dsr_origin_nat.yml", log=log)

@@ -5,9 +5,15 @@ Four identical chains of three network namespaces (host only, veth pairs, nothin
     src (blaster, 10.0.x.y:53) --veth--> mid (forwards; rewrite on the egress of m1) --veth--> sink (counts, drops)
 
   forward       mid forwards, no rewrite table (the reference)
+  empty_egress  the same with an empty netdev egress chain on m1: the cost of the hook itself (every packet
+                leaving m1 walks the egress hook), which any egress rewrite pays before its first rule
   rewrite_1     tc_nat_filter (nftables backend, as `auto` picks on this kernel) with 1 rule, matching
   rewrite_4096  the same with 4096 rules (4096 upstream addresses, none adjacent so nothing collapses); the
                 blaster sends from the LAST upstream address
+  linear_1      one plain rule (`ip saddr X udp sport 53 ip saddr set VIP`), no map: the mangle itself (with its
+                IP and UDP checksum updates) without the module's lookup
+  hash_1        the module's rule over a hash map (no `flags interval`) instead of its interval map: what the
+                lookup's set type costs (an interval map with a concatenated key is the pipapo set)
   linear_4096   contrast, not a target: the article's shape, one rule per upstream in a linear nft chain,
                 matching rule last (what one `tc filter`/`nft add rule` per upstream builds)
 
@@ -29,7 +35,7 @@ import tempfile
 from common import (BENCH, BenchError, MachineLoad, loadavg, median, module_args_file, netns_add, netns_del, ns_sh,
                     run_module, sh, spread)
 
-CHAINS = ("forward", "rewrite_1", "rewrite_4096", "linear_4096")
+CHAINS = ("forward", "empty_egress", "linear_1", "hash_1", "rewrite_1", "rewrite_4096", "linear_4096")
 VIP = "192.168.99.10"
 SINK = "192.168.99.1"
 BASE = ipaddress.ip_address("10.0.0.1")
@@ -93,6 +99,17 @@ class Chain(object):
             if result.get("backend") != "nftables":
                 raise BenchError("expected the nftables backend on this kernel, got %s" % result.get("backend"))
             self.source = addresses[-1]
+        elif self.kind == "empty_egress":
+            sh(["ip", "netns", "exec", self.mid, "nft", "-f", "-"], input_text=(
+                'table netdev empty {\n chain egress {\n  type filter hook egress device "m1" priority 0;\n }\n}\n'))
+        elif self.kind == "hash_1":
+            self.rules = 1
+            self.source = upstreams(1)[0]
+            sh(["ip", "netns", "exec", self.mid, "nft", "-f", "-"], input_text=(
+                'table netdev hash {\n map snat4 {\n  type ipv4_addr . inet_proto . inet_service : ipv4_addr\n'
+                '  elements = { %s . udp . 53 : %s }\n }\n chain egress {\n'
+                '  type filter hook egress device "m1" priority 0;\n'
+                '  ip saddr set ip saddr . meta l4proto . th sport map @snat4\n }\n}\n' % (self.source, VIP)))
         elif self.kind.startswith("linear_"):
             self.rules = int(self.kind.split("_")[1])
             addresses = upstreams(self.rules)
@@ -164,7 +181,7 @@ def run(rounds=7, seconds=1.0, log=print):
     for chain in chains:
         kind = chain.kind
         rs = runs[kind]
-        expect_rewritten = kind != "forward"
+        expect_rewritten = kind not in ("forward", "empty_egress")
         correct = all((r["rewritten"] == r["delivered"]) if expect_rewritten else (r["rewritten"] == 0) for r in rs)
         summary[kind] = {
             "rules": chain.rules,
@@ -181,6 +198,10 @@ def run(rounds=7, seconds=1.0, log=print):
     fwd = summary["forward"]["pps_cpu_median"]
     ratios = {
         "rewrite_1_vs_forward": summary["rewrite_1"]["pps_cpu_median"] / fwd,
+        "empty_egress_vs_forward": summary["empty_egress"]["pps_cpu_median"] / fwd,
+        "linear_1_vs_forward": summary["linear_1"]["pps_cpu_median"] / fwd,
+        "hash_1_vs_forward": summary["hash_1"]["pps_cpu_median"] / fwd,
+        "rewrite_1_vs_empty_egress": summary["rewrite_1"]["pps_cpu_median"] / summary["empty_egress"]["pps_cpu_median"],
         "rewrite_4096_vs_forward": summary["rewrite_4096"]["pps_cpu_median"] / fwd,
         "rewrite_4096_vs_rewrite_1": summary["rewrite_4096"]["pps_cpu_median"] / summary["rewrite_1"]["pps_cpu_median"],
         "linear_4096_vs_rewrite_1": summary["linear_4096"]["pps_cpu_median"] / summary["rewrite_1"]["pps_cpu_median"],

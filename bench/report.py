@@ -19,6 +19,22 @@ LABEL = {
 }
 
 
+HTTP_ORDER = ("plain", "standard", "standard_keepalive", "haproxy", "ip_transparency", "haproxy_transparent")
+HTTP_LABEL = {
+    "plain": "plain routing (limit)",
+    "standard": "standard nginx reverse proxy",
+    "standard_keepalive": "standard nginx, upstream keepalive",
+    "haproxy": "HAProxy, standard (peer)",
+    "ip_transparency": "nginx IP transparency",
+    "haproxy_transparent": "HAProxy usesrc clientip (peer)",
+}
+VM_ORDER = ("plain", "standard", "dsr_router_nat", "dsr_origin_nat", "ipvs_dr")
+VM_LABEL = dict(LABEL, plain="plain, client -> upstream (limit)", ipvs_dr="IPVS direct routing (peer)")
+COLORS = {"plain": "grey", "standard": "tab:red", "ip_transparency": "tab:orange", "dsr_router_nat": "tab:blue",
+          "dsr_origin_nat": "tab:green", "ipvs_dr": "black", "standard_keepalive": "salmon", "haproxy": "tab:purple",
+          "haproxy_transparent": "tab:pink"}
+
+
 def _f(value, fmt="%.2f"):
     return "-" if value is None else fmt % value
 
@@ -55,14 +71,42 @@ def dns_table(dp):
 
 
 def http_table(dp):
-    lines = ["| path | requests/s | p50 ms | p99 ms | errors | proxy CPU ms / 1000 req |", "|---|---|---|---|---|---|"]
-    for m in ("plain", "standard", "ip_transparency"):
+    lines = ["| path | requests/s | p50 ms | p99 ms | errors | proxy CPU ms / 1000 req | upstream saw |",
+             "|---|---|---|---|---|---|---|"]
+    for m in HTTP_ORDER:
         r = dp["http"]["methods"].get(m)
         if r:
-            lines.append("| %s | %.0f | %s | %s | %s | %s |" % (
-                {"plain": "plain routing (limit)", "standard": "standard reverse proxy", "ip_transparency": "IP transparency"}[m],
-                r["rps"], _f(r["latency_p50_ms"]), _f(r["latency_p99_ms"]),
-                ("%d non-2xx %s" % (r["non_2xx"], r["socket_errors"])).strip(), _f(r["proxy_cpu_ms_per_1k"], "%.3f")))
+            lines.append("| %s | %.0f | %s | %s | %s | %s | %s |" % (
+                HTTP_LABEL[m], r["rps"], _f(r["latency_p50_ms"]), _f(r["latency_p99_ms"]),
+                ("%d non-2xx %s" % (r["non_2xx"], r["socket_errors"])).strip(), _f(r["proxy_cpu_ms_per_1k"], "%.3f"),
+                r.get("upstream_saw", "")))
+    return lines
+
+
+def vm_table(vp):
+    lines = ["| path | offered q/s | answered q/s | lost | p50 ms | p99 ms | director CPU ms / 1000 q | = nginx + NAPI "
+             "| vs IPVS-DR | guest busy |", "|---|---|---|---|---|---|---|---|---|---|"]
+    peer = {r["offered_qps"]: r for r in vp["paths"].get("ipvs_dr", {}).get("runs", [])}
+    for m in VM_ORDER:
+        for r in vp["paths"].get(m, {}).get("runs", []):
+            ref = peer.get(r["offered_qps"])
+            ratio = (r["proxy_cpu_ms_per_1k"] / ref["proxy_cpu_ms_per_1k"]) if ref and ref["proxy_cpu_ms_per_1k"] and m != "plain" else None
+            lines.append("| %s | %d | %.0f | %d | %s | %s | %s | %s | %s | %d %% |" % (
+                VM_LABEL[m] + (" (saturated)" if saturated(r) else ""), r["offered_qps"],
+                r["completed"] / float(r["run_s"] or 1), r["lost"], _f(r["latency_p50_ms"]), _f(r["latency_p99_ms"]),
+                _f(r["proxy_cpu_ms_per_1k"], "%.1f"),
+                "%.1f + %.1f" % (1e6 * r["proxy_nginx_s"] / r["sent"], 1e6 * r["proxy_napi_s"] / r["sent"]) if r["sent"] else "-",
+                _f(ratio, "%.2fx"), 100 * r["machine_busy_share"]))
+    return lines
+
+
+def peers_table(peers):
+    lines = ["| nginx method | peer | where | result (ratio nginx / peer) |", "|---|---|---|---|"]
+    for p in peers:
+        lines.append("| %s | %s | %s | %s |" % (
+            VM_LABEL.get(p.get("method"), HTTP_LABEL.get(p.get("method"), p.get("method", "-"))),
+            VM_LABEL.get(p.get("peer"), HTTP_LABEL.get(p.get("peer"), p.get("peer", "-"))),
+            {"vm": "qemu VM, Debian kernel (DNS)", "lab": "container lab (HTTP)"}.get(p.get("where"), "-"), p["summary"]))
     return lines
 
 
@@ -86,8 +130,10 @@ def pp_table(pp):
     lines = ["| chain | rules | delivered pkt / CPU-s (median) | range | pkt/s wall (median) | vs forward | correct rewrite |",
              "|---|---|---|---|---|---|---|"]
     fwd = pp["chains"]["forward"]["pps_cpu_median"]
-    for kind in ("forward", "rewrite_1", "rewrite_4096", "linear_4096"):
-        c = pp["chains"][kind]
+    for kind in ("forward", "empty_egress", "linear_1", "hash_1", "rewrite_1", "rewrite_4096", "linear_4096"):
+        c = pp["chains"].get(kind)
+        if not c:
+            continue
         lines.append("| %s | %d | %.0f | %.0f-%.0f | %.0f | %.3f | %s |" % (
             kind, c["rules"], c["pps_cpu_median"], c["pps_cpu_range"][0], c["pps_cpu_range"][1], c["pps_wall_median"],
             c["pps_cpu_median"] / fwd, "yes" if c["rewrite_correct"] else "NO"))
@@ -96,9 +142,8 @@ def pp_table(pp):
 
 def plot(out, data):
     dp, cp, pp = data.get("dataplane"), data.get("controlplane"), data.get("perpacket")
-    fig, axes = plt.subplots(2, 3, figsize=(17, 9.5))
-    colors = {"plain": "grey", "standard": "tab:red", "ip_transparency": "tab:orange", "dsr_router_nat": "tab:blue",
-              "dsr_origin_nat": "tab:green"}
+    fig, axes = plt.subplots(3, 3, figsize=(17, 14))
+    colors = COLORS
     if dp:
         methods = dp["dns"]["methods"]
         for m in ORDER:
@@ -139,25 +184,56 @@ def plot(out, data):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     if pp:
-        kinds = ("forward", "rewrite_1", "rewrite_4096", "linear_4096")
+        kinds = [k for k in ("forward", "empty_egress", "linear_1", "hash_1", "rewrite_1", "rewrite_4096", "linear_4096")
+                 if k in pp["chains"]]
+        names = {"forward": "forward\n(no rewrite)", "empty_egress": "empty\negress hook", "linear_1": "plain\nrule",
+                 "hash_1": "hash\nmap", "rewrite_1": "module\n1 rule", "rewrite_4096": "module\n4096 rules",
+                 "linear_4096": "linear\n4096 rules"}
         ax = axes[1][1]
         vals = [pp["chains"][k]["pps_cpu_median"] / 1000 for k in kinds]
-        ax.bar(["forward\n(no rewrite)", "rewrite\n1 rule", "rewrite\n4096 rules", "linear chain\n4096 rules"], vals,
-               color=["grey", "tab:blue", "tab:blue", "tab:purple"])
+        ax.bar([names[k] for k in kinds], vals,
+               color=["tab:blue" if k.startswith("rewrite") else "tab:purple" if k == "linear_4096" else "grey" for k in kinds])
         for i, v in enumerate(vals):
             ax.text(i, v, "%.0f" % v, ha="center", va="bottom", fontsize=8)
         ax.set_title("per-packet: forwarded kpkt per CPU-second")
+        ax.tick_params(axis="x", labelsize=7)
         ax.grid(alpha=0.3, axis="y")
     if dp and dp["http"]["methods"]:
         ax = axes[1][2]
-        names = [m for m in ("plain", "standard", "ip_transparency") if m in dp["http"]["methods"]]
+        names = [m for m in HTTP_ORDER if m in dp["http"]["methods"]]
         rps = [dp["http"]["methods"][m]["rps"] for m in names]
-        ax.bar(names, rps, color=[colors[m] for m in names])
+        ax.bar([HTTP_LABEL[m].replace(", ", "\n").replace(" (peer)", "\n(peer)") for m in names], rps,
+               color=[colors[m] for m in names])
         for i, v in enumerate(rps):
             cpu = dp["http"]["methods"][names[i]]["proxy_cpu_ms_per_1k"]
-            ax.text(i, v, "%.0f req/s\n%.2f ms CPU/1k" % (v, cpu or 0), ha="center", va="bottom", fontsize=8)
-        ax.set_title("HTTP (wrk -c32): requests/s")
+            ax.text(i, v, "%.0f req/s\n%.1f ms CPU/1k" % (v, cpu or 0), ha="center", va="bottom", fontsize=7)
+        ax.tick_params(axis="x", labelsize=6)
+        ax.set_title("HTTP (wrk -c32): requests/s, nginx and HAProxy, same lab")
         ax.grid(alpha=0.3, axis="y")
+    vp = data.get("vmpeers") or {}
+    if vp.get("paths"):
+        for m in VM_ORDER:
+            runs = vp["paths"].get(m, {}).get("runs", [])
+            x = [r["offered_qps"] for r in runs]
+            style = "s--" if m == "ipvs_dr" else "o-"
+            if m != "plain":
+                axes[2][0].plot(x, [r["proxy_cpu_ms_per_1k"] for r in runs], style, color=colors[m], label=VM_LABEL[m])
+            axes[2][1].plot(x, [r["latency_p50_ms"] for r in runs], style, color=colors[m], label=VM_LABEL[m] + " p50")
+            axes[2][1].plot(x, [r["latency_p99_ms"] for r in runs], "x:", color=colors[m])
+            axes[2][2].plot(x, [r["completed"] / float(r["run_s"] or 1) for r in runs], style, color=colors[m], label=VM_LABEL[m])
+        for ax in axes[2]:
+            ax.set_xlabel("offered load (DNS queries/s), qemu VM (TCG): only ratios count")
+            ax.grid(alpha=0.3)
+        axes[2][0].set_title("VM: director CPU per 1000 queries (ms), nginx methods and IPVS-DR")
+        axes[2][1].set_title("VM: latency p50 (solid) and p99 (dotted), ms")
+        axes[2][1].set_yscale("log")
+        axes[2][2].set_title("VM: answered queries/s")
+        axes[2][0].legend(fontsize=8)
+        axes[2][2].legend(fontsize=8)
+    else:
+        for ax in axes[2]:
+            ax.set_axis_off()
+        axes[2][1].text(0.5, 0.5, "VM peers not measured: %s" % vp.get("reason", "-"), ha="center", wrap=True)
     m = data.get("machine") or {}
     fig.suptitle("netops.ip_transparency bench, %s, %s (%s CPUs), kernel %s; load avg at start %s"
                  % (m.get("date_utc"), m.get("cpu"), m.get("cpus"), m.get("kernel"), m.get("loadavg_at_start")), fontsize=10)
@@ -188,6 +264,33 @@ def write(out, data):
         "## Targets",
         "",
     ] + targets_table(data["targets"]) + [""]
+    vp = data.get("vmpeers") or {}
+    if data.get("peers"):
+        lines += [
+            "## Beside the peers: IPVS-DR (DNS) and HAProxy (HTTP)",
+            "",
+            "What users would pick instead, in the same run at the same offered loads. The ratio is the nginx method's "
+            "figure over the peer's: above 1 for CPU or latency means nginx costs more or answers later, below 1 for "
+            "requests/s means it serves fewer. IPVS runs in the kernel and never wakes a process; its figures are "
+            "the floor any user-space proxy is measured against.",
+            "",
+        ] + peers_table(data["peers"]) + [""]
+    if vp.get("paths"):
+        lines += [
+            "## DNS in the qemu VM: the nginx methods and IPVS-DR on one L2 segment",
+            "",
+            "This host's kernel has no IPVS, so IPVS runs where it exists: the qemu VM of tests/vm (Debian kernel %s, "
+            "%d vCPUs under TCG emulation, %d upstreams). The nginx methods are measured in the same VM run on the same "
+            "topology (network namespaces on one bridge; nginx %s from the lab's image), so only the ratios mean "
+            "anything. dnsperf %s. IPVS: `ipvsadm -A -u VIP:53 -s rr -o` (one-packet scheduling) with `-g` real "
+            "servers, which hold the VIP on lo with arp_ignore=1/arp_announce=2. Director CPU = every nginx task + the "
+            "threaded-NAPI kthread of the director's interface (IPVS, forwarding and the rewrite run there)."
+            % (vp["kernel"], vp["cpus"], vp["upstreams"], next((t.split("/")[-1] for t in vp.get("tools", []) if "nginx" in t), "?"),
+               vp["dnsperf"]),
+            "",
+        ] + vm_table(vp) + [""]
+    elif vp:
+        lines += ["## DNS in the qemu VM beside IPVS-DR", "", "Not measured: %s" % vp.get("reason"), ""]
     if dp:
         sat = dns_reference(dp)[1]
         lines += [
@@ -208,7 +311,12 @@ def write(out, data):
             "## HTTP (wrk from the client)",
             "",
             "wrk %s; plain = upstream1 directly through the proxy's routing, standard = nginx reverse proxy on :8080 "
-            "(bench configuration), IP transparency = the role's service on :80." % dp["http"]["wrk"],
+            "(bench configuration; :8083 the same with `keepalive 32` to the upstreams, which IP transparency cannot "
+            "use: a kept connection carries one client's address), IP transparency = the role's service on :80. HAProxy "
+            "(%s, as many threads as nginx has workers) runs on the proxy while IP transparency is applied: :8081 "
+            "standard, :8082 `source 0.0.0.0 usesrc clientip`, whose replies take the method's return path. "
+            "'upstream saw' is the client address the upstream's page reports."
+            % (dp["http"]["wrk"], next((t for t in dp.get("tools", []) if "HAProxy" in t), "HAProxy")),
             "",
         ] + http_table(dp) + [""]
         lines += ["Lab set-up times (s): " + ", ".join("%s %.0f" % kv for kv in sorted(dp["setup_s"].items())), ""]
@@ -232,7 +340,9 @@ def write(out, data):
             "%s. src -> mid (forwards; tc_nat_filter's rewrite on the egress of its outgoing veth) -> sink (counts, "
             "drops). The blaster sends from the LAST of the N upstream addresses. veth forwards inside the sender's "
             "sendmmsg(), so packets per CPU-second of the sending thread is the inverse per-packet cost of the whole path "
-            "(ksoftirqd took %.1f %% of it). linear_4096 is the article's shape for contrast (one rule per upstream)."
+            "(ksoftirqd took %.1f %% of it). empty_egress (an empty netdev egress chain), linear_1 (one plain rule, no map) "
+            "and hash_1 (the module's rule over a hash map) split the rewrite's cost into the hook, the mangle and the "
+            "lookup. linear_4096 is the article's shape for contrast (one rule per upstream)."
             % (pp["method"], 100 * max(c["ksoftirqd_share"] or 0 for c in pp["chains"].values())),
             "",
         ] + pp_table(pp) + [""]
@@ -246,6 +356,8 @@ def write(out, data):
         "picks here). The tc backend and the article's real `tc ... action nat` commands only run in the qemu VM "
         "(tests/vm, Debian's kernel under TCG emulation, 15-25x slower, Python imports over 9p even more): its figure is "
         "a same-VM ratio only.",
+        "- Peers: HAProxy in the container lab (HTTP), IPVS-DR in the qemu VM (DNS; this host's kernel has no IPVS) "
+        "beside the nginx methods measured in the same VM run.",
         "- Not measured: anything on hardware NICs; the tc backend's per-packet cost (no act_nat on this kernel).",
         "",
     ]

@@ -10,6 +10,8 @@ Environment knobs (defaults keep the whole bench under ~15 minutes on a 2-core m
     BENCH_PP_ROUNDS=7                               per-packet rounds (1 s per chain each)
     BENCH_CP_REPEAT=3                               control-plane repeats
     BENCH_VM_N=256                                  upstreams in the VM comparison (0: skip it)
+    BENCH_VM_DNS_LOADS="250 500 750 1000 1250"      offered q/s in the VM peer comparison (IPVS-DR; empty: skip it)
+    BENCH_VM_DNS_SECONDS=5                          per dnsperf run in the VM
 """
 
 import datetime
@@ -80,6 +82,16 @@ def phase_host(out):
     else:
         vm = {"speedup": None, "reason": "skipped (BENCH_VM_N=0)"}
     write_json(os.path.join(out, "vm.json"), vm)
+    loads = env_list("BENCH_VM_DNS_LOADS", "250 500 750 1000 1250")
+    if loads:
+        import vmpeers
+        log("IPVS-DR beside the nginx methods, in the qemu VM (DNS, %s q/s offered)" % " ".join(map(str, loads)))
+        peers = vmpeers.outer(loads, int(os.environ.get("BENCH_VM_DNS_SECONDS", "5")))
+        if peers.get("reason"):
+            log("  VM peers: %s" % peers["reason"])
+    else:
+        peers = {"reason": "skipped (BENCH_VM_DNS_LOADS empty)"}
+    write_json(os.path.join(out, "vmpeers.json"), peers)
     log("host phases: %.0f s" % (time.time() - t))
 
 
@@ -101,13 +113,13 @@ def phase_report(out):
     def part(name):
         path = os.path.join(out, name + ".json")
         return read_json(path) if os.path.exists(path) else None
-    data = {name: part(name) for name in ("machine", "controlplane", "perpacket", "vm", "dataplane")}
+    data = {name: part(name) for name in ("machine", "controlplane", "perpacket", "vm", "vmpeers", "dataplane")}
     started = os.path.join(out, "started")
     if os.path.exists(started):
         with open(started) as handle:
             t0 = int(handle.read().strip())
         data["timing"] = {"total_s": round(time.time() - t0)}
-        vm_json, dp_json = os.path.join(out, "vm.json"), os.path.join(out, "dataplane.json")
+        vm_json, dp_json = os.path.join(out, "vmpeers.json"), os.path.join(out, "dataplane.json")
         if os.path.exists(vm_json):
             data["timing"]["host_phases_s"] = round(os.path.getmtime(vm_json) - t0)
             if data["dataplane"]:
@@ -115,10 +127,13 @@ def phase_report(out):
                 data["timing"]["lock_wait_and_make_lab_s"] = round(lab_start - os.path.getmtime(vm_json))
                 data["timing"]["lab_phase_s"] = round(data["dataplane"]["elapsed_s"])
     data["targets"] = targets.evaluate(data["dataplane"], data["controlplane"], data["perpacket"], data["vm"])
+    data["peers"] = targets.peers(data["dataplane"], data["vmpeers"])
     write_json(os.path.join(out, "results.json"), data)
     report.write(out, data)
     for t in data["targets"]:
         log("  %-32s %-12s %s %s (bound %s)" % (t["name"], t["status"], t["value"], t["unit"], t["bound"]))
+    for p in data["peers"]:
+        log("  %-32s %s" % (p["name"], p["summary"]))
     log("report: %s" % os.path.join(out, "report.md"))
 
 

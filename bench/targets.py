@@ -92,6 +92,20 @@ def evaluate(dataplane, controlplane, perpacket, vm=None):
             % (100 * (1 - ratios["wall_rewrite_1_vs_forward"]),
                1e9 / perpacket["chains"]["rewrite_1"]["pps_cpu_median"] - 1e9 / perpacket["chains"]["forward"]["pps_cpu_median"],
                1e9 / perpacket["chains"]["forward"]["pps_cpu_median"])))
+        ns = {k: 1e9 / c["pps_cpu_median"] for k, c in perpacket["chains"].items() if c.get("pps_cpu_median")}
+        if all(k in ns for k in ("empty_egress", "linear_1", "hash_1")):
+            added = ns["rewrite_1"] - ns["forward"]
+            targets.append(_target(
+                "rewrite_added_ns",
+                "the honest bound: the module's rewrite adds at most 250 ns per packet to a forwarding path",
+                round(added), "<= 250", added <= 250, "ns",
+                "per 64-byte packet on a %.0f ns veth forward: the egress hook itself (an empty chain) %+.0f ns, "
+                "a plain one-rule match and mangle with its IP/UDP checksum updates %+.0f ns, the module's map lookup "
+                "instead of the plain rule %+.0f ns (a hash map would take %+.0f ns of it: the interval map with a "
+                "concatenated key is nftables' pipapo set). The 5 %% bound is relative to veth's forward, about the "
+                "cheapest path a packet can take; the absolute %.0f ns is the figure that carries over to other paths"
+                % (ns["forward"], ns["empty_egress"] - ns["forward"], ns["linear_1"] - ns["empty_egress"],
+                   ns["rewrite_1"] - ns["linear_1"], ns["hash_1"] - ns["linear_1"], added)))
         keep = ratios["rewrite_4096_vs_rewrite_1"]
         targets.append(_target(
             "rules_4096_throughput", "forwarding throughput with 4096 rules (matching one last) within 5% of 1 rule",
@@ -138,3 +152,65 @@ def evaluate(dataplane, controlplane, perpacket, vm=None):
             "in the qemu VM (tc backend, real `action nat`): module apply at least 10x faster than one `tc` process per upstream",
             None, ">= 10", False, reason=(vm or {}).get("reason", "the VM phase did not run")))
     return targets
+
+
+VM_METHODS = ("standard", "dsr_router_nat", "dsr_origin_nat")
+
+
+def peers(dataplane, vmpeers):
+    """Each nginx method beside what users would pick instead, measured in the same run on the same hosts.
+
+    DNS (the qemu VM, Debian's kernel): IPVS in direct-routing mode is the peer of every nginx UDP method; the
+    ratios are the nginx method's over IPVS's at each offered load where neither is saturated (director CPU per
+    query, p50 latency), and answered q/s at the highest load. HTTP (the container lab): HAProxy with
+    `usesrc clientip` is the peer of nginx IP transparency (both keep the client's address), HAProxy's standard
+    reverse proxy that of nginx's (both without; nginx also with upstream keepalive, which IP transparency
+    cannot use). A ratio above 1 means the nginx method costs more (CPU) or is slower (latency); below 1 for
+    requests/s means it serves fewer.
+    """
+    out = []
+    paths = (vmpeers or {}).get("paths")
+    if paths and "ipvs_dr" in paths:
+        peer = {r["offered_qps"]: r for r in paths["ipvs_dr"]["runs"]}
+        for m in VM_METHODS:
+            runs = {r["offered_qps"]: r for r in paths.get(m, {}).get("runs", [])}
+            both = [load for load in sorted(runs) if load in peer and not saturated(runs[load]) and not saturated(peer[load])]
+            cpu = {load: runs[load]["proxy_cpu_ms_per_1k"] / peer[load]["proxy_cpu_ms_per_1k"]
+                   for load in both if peer[load]["proxy_cpu_ms_per_1k"]}
+            p50 = {load: runs[load]["latency_p50_ms"] / peer[load]["latency_p50_ms"]
+                   for load in both if peer[load]["latency_p50_ms"]}
+            top = max(runs) if runs else None
+            answered = (runs[top]["completed"] / float(runs[top]["run_s"] or 1) / (
+                peer[top]["completed"] / float(peer[top]["run_s"] or 1))) if top in peer else None
+            sat = [load for load in sorted(runs) if saturated(runs[load])]
+            out.append({
+                "name": "vm_%s_vs_ipvs_dr" % m, "where": "vm", "method": m, "peer": "ipvs_dr",
+                "cpu_ratio": cpu, "p50_ratio": p50, "answered_ratio_at_top": answered, "top_load": top,
+                "method_saturates_at": sat[0] if sat else None,
+                "summary": "director CPU per query %s; p50 %s; answered at %s q/s %s; %s" % (
+                    _span(cpu), _span(p50), top, "-" if answered is None else "%.2fx" % answered,
+                    ("saturated from %d q/s" % sat[0]) if sat else "not saturated in the sweep"),
+            })
+    elif vmpeers is not None:
+        out.append({"name": "vm_ipvs_dr", "where": "vm", "summary": "not measured: %s" % vmpeers.get("reason", "?")})
+    http = (dataplane or {}).get("http", {}).get("methods", {})
+    for m, p in (("ip_transparency", "haproxy_transparent"), ("standard", "haproxy"), ("standard_keepalive", "haproxy")):
+        if m in http and p in http:
+            a, b = http[m], http[p]
+            rps = a["rps"] / b["rps"] if b["rps"] else None
+            cpu = a["proxy_cpu_ms_per_1k"] / b["proxy_cpu_ms_per_1k"] if b["proxy_cpu_ms_per_1k"] else None
+            p50 = a["latency_p50_ms"] / b["latency_p50_ms"] if b["latency_p50_ms"] else None
+            out.append({
+                "name": "http_%s_vs_%s" % (m, p), "where": "lab", "method": m, "peer": p,
+                "rps_ratio": rps, "cpu_ratio": cpu, "p50_ratio": p50,
+                "summary": "requests/s %s, proxy CPU per request %s, p50 %s" % tuple(
+                    "-" if v is None else "%.2fx" % v for v in (rps, cpu, p50)),
+            })
+    return out
+
+
+def _span(ratios):
+    if not ratios:
+        return "- (no load where both are unsaturated)"
+    values = sorted(ratios.values())
+    return "%.2fx-%.2fx" % (values[0], values[-1]) if len(values) > 1 else "%.2fx" % values[0]
