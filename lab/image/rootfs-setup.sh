@@ -2,7 +2,7 @@
 # Runs inside the freshly bootstrapped root file system (chroot), before it becomes an image.
 set -eu
 # Services start only where the lab provisioning or a role asks for them.
-systemctl disable nginx named ssh haproxy >/dev/null 2>&1 || true
+systemctl disable nginx named ssh haproxy ipvsadm >/dev/null 2>&1 || true
 # Units that have no job in a container.
 systemctl mask systemd-udevd.service systemd-udevd-control.socket systemd-udevd-kernel.socket \
   getty.target console-getty.service systemd-logind.service >/dev/null 2>&1 || true
