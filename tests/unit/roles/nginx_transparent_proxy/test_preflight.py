@@ -93,6 +93,8 @@ CASES = [
      ["nginx_transparent_proxy_fwmark 0", "1..4294967295"]),
     ("unknown-method", {"nginx_transparent_proxy_method": "dsr_magic"},
      ["dsr_magic", "must be one of"]),
+    ("udp-rcvbuf-not-a-size", {"nginx_transparent_proxy_udp_rcvbuf": "4 MB"},
+     ["nginx_transparent_proxy_udp_rcvbuf 4 MB", "not a size nginx reads", "512k, 4m"]),
     ("no-udp-service-for-dsr", {"nginx_transparent_proxy_method": "dsr_router_nat", "nginx_transparent_proxy_state": "present",
                                 "nginx_transparent_proxy_services": []},
      ["nginx_transparent_proxy_services", "non-empty"]),
@@ -237,3 +239,28 @@ def test_ipv6_router_nat_refuses_ra_default_routes_on_any_interface(tmp_path, ru
     refusals = run_inventory(tmp_path, str(playbook), {"all": {"hosts": hosts}})[0]
     for case, _method, _lines, parts, not_named in RA_CASES:
         assert_refusal(refusals, case, parts, not_named)
+
+
+# The receive buffer against the kernel's cap (issue 18): the task, taken from preflight.yml, on what the slurp of
+# /proc/sys/net/core/rmem_max returns (212992 bytes = 208k, the kernel's default cap).
+RMEM_CASES = [
+    ("rcvbuf-above-rmem-max", "4m", ["nginx_transparent_proxy_udp_rcvbuf 4m", "(4194304 bytes)", "net.core.rmem_max (212992)",
+                                     "raise net.core.rmem_max"]),
+    ("rcvbuf-one-k-above", "209k", ["(214016 bytes)", "net.core.rmem_max (212992)"]),
+    ("rcvbuf-at-rmem-max", "208k", None),
+    ("rcvbuf-in-bytes", "212992", None),
+]
+
+
+def test_a_udp_receive_buffer_above_rmem_max_is_refused(tmp_path, run_inventory, assert_refusal):
+    import base64
+    task = _preflight_task("Assert the UDP receive buffer fits under net.core.rmem_max")
+    task["when"] = []
+    playbook = tmp_path / "rmem.yml"
+    playbook.write_text(json.dumps([{"hosts": "all", "gather_facts": False, "tasks": [task]}]))
+    content = base64.b64encode(b"212992\n").decode()
+    hosts = dict((case, {"nginx_transparent_proxy_udp_rcvbuf": size, "__nginx_transparent_proxy_rmem_max": {"content": content}})
+                 for case, size, _parts in RMEM_CASES)
+    refusals = run_inventory(tmp_path, str(playbook), {"all": {"hosts": hosts}})[0]
+    for case, _size, parts in RMEM_CASES:
+        assert_refusal(refusals, case, parts)

@@ -399,3 +399,16 @@ def test_dsr_checker_includes_carry_the_parameters(tmp_path):
     assert (tmp_path / "upstreams" / "dns_udp.conf").read_text().splitlines()[1:] == [
         "server 172.16.0.11:53 weight=4;", "server 172.16.0.12:53;", "server 172.16.0.13:53 backup;"]
     assert block(out["stream.conf"], "upstream netops_dns_udp").splitlines()[0] == "    least_conn;"
+
+
+def test_udp_listen_parameters_reach_every_udp_listen_and_no_tcp_one(tmp_path):
+    v6 = {"name": "dns_udp6", "protocol": "udp", "port": 53, "upstreams": ["fd00:16::11"], "health_check": {"type": "none"}}
+    stream = render(tmp_path, ("stream.conf",), nginx_transparent_proxy_services=SERVICES + [v6],
+                    nginx_transparent_proxy_udp_reuseport=True, nginx_transparent_proxy_udp_rcvbuf="4m")["stream.conf"]
+    listens = sorted(line.strip() for line in stream.splitlines() if line.strip().startswith("listen "))
+    assert listens == ["listen 53 udp reuseport rcvbuf=4m;", "listen 53;", "listen [::]:53 udp reuseport rcvbuf=4m;"]
+
+
+def test_udp_listen_parameters_default_to_none(tmp_path):
+    stream = render(tmp_path, ("stream.conf",))["stream.conf"]
+    assert "listen 53 udp;" in stream and "reuseport" not in stream and "rcvbuf" not in stream
