@@ -20,10 +20,11 @@ Each is run REPEAT times on a clean device (medians reported). The comparison wi
 
 import ipaddress
 import os
+import subprocess
 import tempfile
 import time
 
-from common import MachineLoad, loadavg, median, module_args_file, netns_add, netns_del, ns_sh, run_module, sh, spread
+from common import COLLECTIONS, VENV_PYTHON, MachineLoad, loadavg, median, module_args_file, netns_add, netns_del, ns_sh, run_module, sh, spread
 
 COUNTS = (1, 16, 256, 1024, 4096)
 VIP = "192.168.99.10"
@@ -81,6 +82,24 @@ def per_process_tc(addresses):
         os.unlink(path)
 
 
+def startup(repeat=5):
+    """The module process's fixed cost, split: the interpreter alone, + Ansible's module_utils, + pyroute2.
+
+    Medians of `python -c ...` wall times (the same interpreter and PYTHONPATH as the module runs with)."""
+    env = dict(os.environ, PYTHONPATH=COLLECTIONS)
+    steps = (("python_s", "pass"), ("ansible_s", "import ansible.module_utils.basic"),
+             ("pyroute2_s", "import ansible.module_utils.basic, pyroute2, pyroute2.netlink.rtnl"))
+    out = {}
+    for key, code in steps:
+        times = []
+        for dummy in range(repeat):
+            start = time.perf_counter()
+            subprocess.run([VENV_PYTHON, "-c", code], env=env, check=True)
+            times.append(time.perf_counter() - start)
+        out[key] = median(times)
+    return out
+
+
 def run(counts=COUNTS, repeat=3, log=print):
     workdir = tempfile.mkdtemp(prefix="netops-bench-cp-")
     load = MachineLoad().start()
@@ -124,8 +143,12 @@ def run(counts=COUNTS, repeat=3, log=print):
     finally:
         netns_del(NS)
         sh(["rm", "-rf", workdir])
+    fixed = startup()
+    log("  control plane start-up: python %.3f s, + ansible module_utils %.3f s, + pyroute2 %.3f s"
+        % (fixed["python_s"], fixed["ansible_s"], fixed["pyroute2_s"]))
     return {
         "where": "host kernel %s, one network namespace, veth device" % os.uname().release,
+        "startup": fixed,
         "repeat": repeat,
         "counts": results,
         "machine_busy_share": load.stop(),

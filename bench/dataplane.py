@@ -126,6 +126,21 @@ backend transparent
 """
 
 
+# The tuning variants of DSR router NAT (role variables, passed to the method's playbook), each swept like the
+# methods; and the reload test: RELOADS reloads spread over RELOAD_SECONDS of dnsperf at RELOAD_RATE q/s.
+# The receive buffer variant asks for the largest buffer the proxy's kernel allows (net.core.rmem_max, read at run
+# time: the role refuses more), if that is above the default (net.core.rmem_default).
+TUNING = (("reuseport", ["nginx_transparent_proxy_udp_reuseport=true"]),)
+RELOAD_RATE, RELOAD_SECONDS, RELOADS = 4000, 10, 4
+# Settings of the package's nginx.conf (not the role's): measured by editing it for one sweep, then put back.
+NGINX_CONF_VARIANTS = (  # name, label, edit
+    ("workers_1", "nginx.conf: worker_processes 1 (instead of auto: one per CPU)",
+     "sed -i 's/^worker_processes .*/worker_processes 1;/' /etc/nginx/nginx.conf"),
+    ("cpu_affinity", "nginx.conf: worker_cpu_affinity auto",
+     "sed -i 's/^worker_processes .*/worker_processes auto;\\nworker_cpu_affinity auto;/' /etc/nginx/nginx.conf"),
+)
+
+
 def dexec(container, command, check=True, timeout=600):
     return sh(["docker", "exec", container, "bash", "-c", command], check=check, timeout=timeout)
 
@@ -486,6 +501,26 @@ class Lab(object):
         })
         return result
 
+    def reload_loss(self, target, rate, seconds, reloads):
+        """dnsperf at `rate` while nginx is reloaded `reloads` times, evenly spaced (what the health checker does
+        when an upstream changes state): the queries lost to the reloads."""
+        import threading
+        box = {}
+
+        def query():
+            box["text"] = dexec(CLIENT, "dnsperf -s %s -d /tmp/netops-bench-queries -l %d -Q %d -c 8 -q 1000 -t 1"
+                                % (target, seconds, rate), timeout=seconds + 60).stdout
+        worker = threading.Thread(target=query)
+        worker.start()
+        gap = seconds / float(reloads + 1)
+        for dummy in range(reloads):
+            time.sleep(gap)
+            dexec(PROXY, "systemctl reload nginx")
+        worker.join()
+        result = parse_dnsperf(box.get("text", ""))
+        result.update({"offered_qps": rate, "reloads": reloads, "seconds": seconds})
+        return result
+
     def sweep(self, method, target, loads, seconds):
         self.check_dns(target)
         runs = []
@@ -544,6 +579,35 @@ def run(loads, seconds=5, http_seconds=5, log=print):
             lab.haproxy_stop()
         setup_s["dsr_router_nat"] = playbook("dsr_router_nat.yml", log=log)
         udp["dsr_router_nat"] = lab.sweep("dsr_router_nat", VIP, loads, seconds)
+        # Tuning (README "Tuning"): the UDP listen parameters the role exposes, each measured against the
+        # role's defaults on the same method, and what a reload does to queued datagrams with each.
+        tuning = {"reload_default": lab.reload_loss(VIP, RELOAD_RATE, RELOAD_SECONDS, RELOADS)}
+        log("  reloads, default listen: %(reloads)d reloads at %(offered_qps)d q/s: lost %(lost)d of %(sent)d"
+            % tuning["reload_default"])
+        rmem = dexec(PROXY, "cat /proc/sys/net/core/rmem_max /proc/sys/net/core/rmem_default").stdout.split()
+        variants = list(TUNING)
+        if int(rmem[0]) > int(rmem[1]):
+            variants.append(("rcvbuf_max", ["nginx_transparent_proxy_udp_rcvbuf=%dk" % (int(rmem[0]) // 1024)]))
+        else:
+            log("  no receive buffer variant: net.core.rmem_max %s is not above rmem_default %s" % tuple(rmem))
+        for name, extra in variants:
+            setup_s["dsr_router_nat_" + name] = playbook("dsr_router_nat.yml", extra, log=log)
+            udp["dsr_router_nat_" + name] = lab.sweep("dsr_router_nat_" + name, VIP, loads, seconds)
+            tuning["reload_" + name] = lab.reload_loss(VIP, RELOAD_RATE, RELOAD_SECONDS, RELOADS)
+            log("  reloads, %s: %d reloads at %d q/s: lost %d of %d" % (
+                name, RELOADS, RELOAD_RATE, tuning["reload_" + name]["lost"], tuning["reload_" + name]["sent"]))
+        setup_s["dsr_router_nat"] += playbook("dsr_router_nat.yml", log=log)  # back to the role's defaults
+        # nginx.conf's own settings (the package's file, which the role leaves alone): bench-only edits, put back
+        for name, _label, edit in NGINX_CONF_VARIANTS:
+            dexec(PROXY, "cp -p /etc/nginx/nginx.conf /run/netops-bench-nginx.conf && %s && nginx -t -q && "
+                         "systemctl restart nginx" % edit)
+            try:
+                lab.check_dns(VIP)
+                udp["dsr_router_nat_" + name] = lab.sweep("dsr_router_nat_" + name, VIP, loads, seconds)
+            finally:
+                dexec(PROXY, "cp -p /run/netops-bench-nginx.conf /etc/nginx/nginx.conf && nginx -t -q && "
+                             "systemctl restart nginx && rm -f /run/netops-bench-nginx.conf")
+        lab.check_dns(VIP)
         setup_s["dsr_origin_nat"] = playbook("dsr_origin_nat.yml", log=log)
         udp["dsr_origin_nat"] = lab.sweep("dsr_origin_nat", VIP, loads, seconds)
     finally:
@@ -562,6 +626,9 @@ def run(loads, seconds=5, http_seconds=5, log=print):
         "proxy_cpu_accounting": "proxy container cgroup + threaded-NAPI kthreads of the proxy's two veth devices",
         "napi_devices": getattr(lab.accounting, "devices", {}),
         "setup_s": setup_s,
+        "tuning": dict(tuning, variants=dict({name: " ".join(extra) for name, extra in variants},
+                                             **{name: label for name, label, _edit in NGINX_CONF_VARIANTS}),
+                       reload_rate=RELOAD_RATE, reload_seconds=RELOAD_SECONDS, reloads=RELOADS),
         "elapsed_s": time.time() - started,
     }
 

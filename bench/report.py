@@ -100,6 +100,35 @@ def vm_table(vp):
     return lines
 
 
+def tuning_table(dp):
+    t = dp.get("tuning")
+    if not t:
+        return []
+    methods = dp["dns"]["methods"]
+    base = {r["offered_qps"]: r for r in methods.get("dsr_router_nat", [])}
+    lines = ["| DSR router NAT | offered q/s | answered q/s | lost | p50 ms | p99 ms | proxy CPU ms / 1000 q | vs defaults "
+             "| drops counted (when lost) |", "|---|---|---|---|---|---|---|---|---|"]
+    for name in ["defaults"] + sorted(t.get("variants", {})):
+        runs = methods.get("dsr_router_nat" if name == "defaults" else "dsr_router_nat_" + name, [])
+        label = "role defaults" if name == "defaults" else t["variants"][name]
+        for r in runs:
+            ref = base.get(r["offered_qps"])
+            ratio = r["proxy_cpu_ms_per_1k"] / ref["proxy_cpu_ms_per_1k"] if ref and ref["proxy_cpu_ms_per_1k"] else None
+            drops = ", ".join("%s %d" % kv for kv in sorted((r.get("drops") or {}).items()))
+            lines.append("| %s | %d | %.0f | %d | %s | %s | %s | %s | %s |" % (
+                label, r["offered_qps"], r["completed"] / float(r["run_s"] or 1), r["lost"], _f(r["latency_p50_ms"]),
+                _f(r["latency_p99_ms"]), _f(r["proxy_cpu_ms_per_1k"], "%.1f"), _f(ratio, "%.2fx"),
+                (drops or "none of the counters moved") if r["lost"] else ""))
+    lines += ["", "| listen | reloads | during dnsperf at | sent | lost |", "|---|---|---|---|---|"]
+    for name in ["default"] + sorted(t.get("variants", {})):
+        r = t.get("reload_" + name)
+        if r:
+            lines.append("| %s | %d in %d s | %d q/s | %d | %d |" % (
+                "role defaults" if name == "default" else t["variants"][name], r["reloads"], r["seconds"],
+                r["offered_qps"], r["sent"], r["lost"]))
+    return lines
+
+
 def peers_table(peers):
     lines = ["| nginx method | peer | where | result (ratio nginx / peer) |", "|---|---|---|---|"]
     for p in peers:
@@ -319,6 +348,17 @@ def write(out, data):
             % (dp["http"]["wrk"], next((t for t in dp.get("tools", []) if "HAProxy" in t), "HAProxy")),
             "",
         ] + http_table(dp) + [""]
+        if dp.get("tuning"):
+            lines += [
+                "## Tuning: the UDP listen parameters of DSR router NAT",
+                "",
+                "The role's UDP listen parameters (`nginx_transparent_proxy_udp_reuseport`, `_udp_rcvbuf`), each applied "
+                "with the method's playbook and swept at the same loads as the methods; then dnsperf at a steady load while "
+                "nginx is reloaded (`systemctl reload nginx`, what the health checker does when an upstream changes "
+                "state). With `reuseport` each worker has its own socket and a reload closes the old workers' sockets "
+                "with whatever is queued in them; without it the one socket passes to the new workers.",
+                "",
+            ] + tuning_table(dp) + [""]
         lines += ["Lab set-up times (s): " + ", ".join("%s %.0f" % kv for kv in sorted(dp["setup_s"].items())), ""]
     else:
         lines += ["## Data plane", "", "Not measured: the lab phase did not run.", ""]
