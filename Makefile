@@ -219,7 +219,7 @@ molecule: venv image ## every Molecule scenario, one after another
 	NETOPS_REQUIRE_LAB_IMAGE=1 pytest -p no:cacheprovider tests/unit/roles/nginx_transparent_proxy/test_nginx_syntax.py
 	for s in $(SCENARIOS); do start=$$(date +%s); molecule test -s $$s; echo "molecule scenario $$s: $$(( $$(date +%s) - start )) s"; done
 
-# Not part of `make test`. About 12-15 minutes; bench/README.md says what is measured where.
+# Not part of `make test`. About 30 minutes; bench/README.md says what is measured where.
 bench: host venv image $(BENCH_VENV)/.installed ## benchmarks: JSON, report and plot under bench/results/<UTC time>/
 	bash bench/setup.sh
 	@run=bench/results/$$(date -u +%Y%m%dT%H%M%SZ); mkdir -p $$run; date +%s > $$run/started; \

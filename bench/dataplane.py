@@ -610,6 +610,12 @@ def run(loads, seconds=5, http_seconds=5, log=print):
         lab.check_dns(VIP)
         setup_s["dsr_origin_nat"] = playbook("dsr_origin_nat.yml", log=log)
         udp["dsr_origin_nat"] = lab.sweep("dsr_origin_nat", VIP, loads, seconds)
+        # origin NAT's proxy receives through the same listening socket: its buffer variant too
+        for name, extra in variants:
+            if name.startswith("rcvbuf"):
+                setup_s["dsr_origin_nat_" + name] = playbook("dsr_origin_nat.yml", extra, log=log)
+                udp["dsr_origin_nat_" + name] = lab.sweep("dsr_origin_nat_" + name, VIP, loads, seconds)
+                setup_s["dsr_origin_nat"] += playbook("dsr_origin_nat.yml", log=log)
     finally:
         lab.accounting.disable()
         lab.querylog(True)

@@ -119,6 +119,16 @@ def tuning_table(dp):
                 label, r["offered_qps"], r["completed"] / float(r["run_s"] or 1), r["lost"], _f(r["latency_p50_ms"]),
                 _f(r["latency_p99_ms"]), _f(r["proxy_cpu_ms_per_1k"], "%.1f"), _f(ratio, "%.2fx"),
                 (drops or "none of the counters moved") if r["lost"] else ""))
+    origin = {r["offered_qps"]: r for r in methods.get("dsr_origin_nat", [])}
+    for name in sorted(t.get("variants", {})):
+        for r in methods.get("dsr_origin_nat_" + name, []):
+            ref = origin.get(r["offered_qps"])
+            ratio = r["proxy_cpu_ms_per_1k"] / ref["proxy_cpu_ms_per_1k"] if ref and ref["proxy_cpu_ms_per_1k"] else None
+            drops = ", ".join("%s %d" % kv for kv in sorted((r.get("drops") or {}).items()))
+            lines.append("| DSR origin NAT, %s (vs origin NAT's defaults: lost %s) | %d | %.0f | %d | %s | %s | %s | %s | %s |" % (
+                t["variants"][name], ref["lost"] if ref else "-", r["offered_qps"], r["completed"] / float(r["run_s"] or 1),
+                r["lost"], _f(r["latency_p50_ms"]), _f(r["latency_p99_ms"]), _f(r["proxy_cpu_ms_per_1k"], "%.1f"),
+                _f(ratio, "%.2fx"), (drops or "none of the counters moved") if r["lost"] else ""))
     lines += ["", "| listen | reloads | during dnsperf at | sent | lost |", "|---|---|---|---|---|"]
     for name in ["default"] + sorted(t.get("variants", {})):
         r = t.get("reload_" + name)
@@ -350,13 +360,15 @@ def write(out, data):
         ] + http_table(dp) + [""]
         if dp.get("tuning"):
             lines += [
-                "## Tuning: the UDP listen parameters of DSR router NAT",
+                "## Tuning: UDP listen parameters and workers (DSR router NAT, and origin NAT's buffer)",
                 "",
                 "The role's UDP listen parameters (`nginx_transparent_proxy_udp_reuseport`, `_udp_rcvbuf`), each applied "
                 "with the method's playbook and swept at the same loads as the methods; then dnsperf at a steady load while "
                 "nginx is reloaded (`systemctl reload nginx`, what the health checker does when an upstream changes "
-                "state). With `reuseport` each worker has its own socket and a reload closes the old workers' sockets "
-                "with whatever is queued in them; without it the one socket passes to the new workers.",
+                "state). With `reuseport` each worker has a socket of its own; the reload test shows whether what is "
+                "queued in them survives the workers' replacement. The nginx.conf rows are bench-only edits of the "
+                "package's file (the role leaves it alone), put back afterwards. Origin NAT's proxy receives through "
+                "the same kind of socket: its receive-buffer variant is at the end.",
                 "",
             ] + tuning_table(dp) + [""]
         lines += ["Lab set-up times (s): " + ", ".join("%s %.0f" % kv for kv in sorted(dp["setup_s"].items())), ""]
