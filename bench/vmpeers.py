@@ -228,7 +228,7 @@ class Guest(object):
 
     def wait_dns(self, server, expect=None, tries=60):
         last = ""
-        for _ in range(tries):
+        for dummy in range(tries):
             out = self.chroot("c", "dig +short +time=1 +tries=1 @%s www.example.com A" % server, check=False).stdout.split()
             if out and (expect is None or out[0] == expect or out[0] in [HOSTS[r] for r in UPSTREAMS]):
                 return out[0]
@@ -251,7 +251,7 @@ class Guest(object):
         argfile = os.path.join(self.workdir, "rules-%s.json" % ns)
         module_args_file(argfile, {"device": "eth0", "backend": "nftables", "rules": rules,
                                    "state": "present" if rules else "absent"})
-        result, _ = run_module(ns, "tc_nat_filter", argfile)
+        result = run_module(ns, "tc_nat_filter", argfile)[0]
         return result
 
     def setup(self, path):
@@ -317,7 +317,7 @@ class Guest(object):
         errors = os.path.join(self.root, "tmp", "bench-nginx-error.log")
         if os.path.exists(errors):
             with open(errors) as handle:
-                values["nginx_error_log_lines"] = sum(1 for _ in handle)
+                values["nginx_error_log_lines"] = len(handle.readlines())
         return values
 
     def dnsperf(self, target, rate, seconds):
@@ -354,7 +354,7 @@ def inner(root, seconds, loads):
         g.setup(path)
         try:
             target = HOSTS["r1"] if path == "plain" else VIP
-            answered_by = set(g.wait_dns(target) for _ in range(4))
+            answered_by = set(g.wait_dns(target) for dummy in range(4))
             runs = []
             for rate in loads:
                 r = g.dnsperf(target, rate, seconds)
