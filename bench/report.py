@@ -142,9 +142,9 @@ def tuning_table(dp):
 def peers_table(peers):
     lines = ["| nginx method | peer | where | result (ratio nginx / peer) |", "|---|---|---|---|"]
     for p in peers:
+        labels = HTTP_LABEL if p.get("where") == "lab" else VM_LABEL
         lines.append("| %s | %s | %s | %s |" % (
-            VM_LABEL.get(p.get("method"), HTTP_LABEL.get(p.get("method"), p.get("method", "-"))),
-            VM_LABEL.get(p.get("peer"), HTTP_LABEL.get(p.get("peer"), p.get("peer", "-"))),
+            labels.get(p.get("method"), p.get("method", "-")), labels.get(p.get("peer"), p.get("peer", "-")),
             {"vm": "qemu VM, Debian kernel (DNS)", "lab": "container lab (HTTP)"}.get(p.get("where"), "-"), p["summary"]))
     return lines
 
@@ -241,12 +241,15 @@ def plot(out, data):
         ax = axes[1][2]
         names = [m for m in HTTP_ORDER if m in dp["http"]["methods"]]
         rps = [dp["http"]["methods"][m]["rps"] for m in names]
-        ax.bar([HTTP_LABEL[m].replace(", ", "\n").replace(" (peer)", "\n(peer)") for m in names], rps,
+        short = {"plain": "plain\nrouting", "standard": "nginx\nstandard", "standard_keepalive": "nginx std.\nkeepalive",
+                 "haproxy": "HAProxy\nstandard", "ip_transparency": "nginx IP\ntransparency",
+                 "haproxy_transparent": "HAProxy\nusesrc\nclientip"}
+        ax.bar([short[m] for m in names], rps,
                color=[colors[m] for m in names])
         for i, v in enumerate(rps):
             cpu = dp["http"]["methods"][names[i]]["proxy_cpu_ms_per_1k"]
             ax.text(i, v, "%.0f req/s\n%.1f ms CPU/1k" % (v, cpu or 0), ha="center", va="bottom", fontsize=7)
-        ax.tick_params(axis="x", labelsize=6)
+        ax.tick_params(axis="x", labelsize=7)
         ax.set_title("HTTP (wrk -c32): requests/s, nginx and HAProxy, same lab")
         ax.grid(alpha=0.3, axis="y")
     vp = data.get("vmpeers") or {}

@@ -110,12 +110,18 @@ def phase_report(out):
     import report
     import targets
 
+    # rendered again (e.g. the committed example, which keeps only results.json): the run's own parts and timing
+    previous = os.path.join(out, "results.json")
+    earlier = read_json(previous) if os.path.exists(previous) else {}
+
     def part(name):
         path = os.path.join(out, name + ".json")
-        return read_json(path) if os.path.exists(path) else None
+        return read_json(path) if os.path.exists(path) else earlier.get(name)
     data = {name: part(name) for name in ("machine", "controlplane", "perpacket", "vm", "vmpeers", "dataplane")}
     started = os.path.join(out, "started")
-    if os.path.exists(started):
+    if earlier.get("timing"):
+        data["timing"] = earlier["timing"]
+    elif os.path.exists(started):
         with open(started) as handle:
             t0 = int(handle.read().strip())
         data["timing"] = {"total_s": round(time.time() - t0)}
