@@ -179,34 +179,43 @@ def pp_table(pp):
     return lines
 
 
+def _dns_row(row, runs_by_path, labels, xlabel, titles, no_cpu=()):
+    """One row of DNS plots on shared axes: CPU per 1000 queries, p50/p99 latency, answered q/s per offered load.
+    Peers (IPVS) are dashed squares beside the nginx methods' lines."""
+    for m, runs in runs_by_path.items():
+        x = [r["offered_qps"] for r in runs]
+        style = "s--" if m == "ipvs_dr" else "o-"
+        if m not in no_cpu:
+            row[0].plot(x, [r["proxy_cpu_ms_per_1k"] for r in runs], style, color=COLORS[m], label=labels[m])
+        row[1].plot(x, [r["latency_p50_ms"] for r in runs], style, color=COLORS[m], label=labels[m] + " p50")
+        row[1].plot(x, [r["latency_p99_ms"] for r in runs], "x:", color=COLORS[m])
+        row[2].plot(x, [r["completed"] / float(r["run_s"] or 1) for r in runs], style, color=COLORS[m], label=labels[m])
+    for ax, title in zip(row, titles):
+        ax.set_xlabel(xlabel)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    row[1].set_yscale("log")
+    row[0].legend(fontsize=8)
+    row[2].legend(fontsize=8)
+
+
 def plot(out, data):
     dp, cp, pp = data.get("dataplane"), data.get("controlplane"), data.get("perpacket")
     fig, axes = plt.subplots(3, 3, figsize=(17, 14))
     colors = COLORS
     if dp:
         methods = dp["dns"]["methods"]
-        for m in ORDER:
-            runs = methods.get(m, [])
-            x = [r["offered_qps"] for r in runs]
-            axes[0][0].plot(x, [r["proxy_cpu_ms_per_1k"] for r in runs], "o-", color=colors[m], label=LABEL[m])
-            axes[0][1].plot(x, [r["latency_p50_ms"] for r in runs], "o-", color=colors[m], label=LABEL[m] + " p50")
-            axes[0][1].plot(x, [r["latency_p99_ms"] for r in runs], "x:", color=colors[m])
-            axes[0][2].plot(x, [r["completed"] / float(r["run_s"] or 1) for r in runs], "o-", color=colors[m], label=LABEL[m])
+        _dns_row(axes[0], {m: methods.get(m, []) for m in ORDER}, LABEL, "offered load (DNS queries/s)",
+                 ("proxy CPU per 1000 queries (ms)", "latency p50 (solid) and p99 (dotted), ms",
+                  "answered queries/s (dashed: standard saturates)"))
         sat = dns_reference(dp)[1]
         for ax in axes[0]:
             if sat:
                 ax.axvline(sat, color="tab:red", alpha=0.3, linestyle="--")
-            ax.set_xlabel("offered load (DNS queries/s)")
-            ax.grid(alpha=0.3)
-        axes[0][0].set_title("proxy CPU per 1000 queries (ms)")
-        axes[0][1].set_title("latency p50 (solid) and p99 (dotted), ms")
-        axes[0][1].set_yscale("log")
-        axes[0][2].set_title("answered queries/s (dashed: standard saturates)")
         loads = [r["offered_qps"] for r in methods.get("standard", [])]
         if loads:
             axes[0][2].plot(loads, loads, color="black", alpha=0.2, label="offered")
-        axes[0][0].legend(fontsize=8)
-        axes[0][2].legend(fontsize=8)
+            axes[0][2].legend(fontsize=8)
     if cp:
         ns = sorted(int(n) for n in cp["counts"])
         c = cp["counts"]
@@ -254,24 +263,10 @@ def plot(out, data):
         ax.grid(alpha=0.3, axis="y")
     vp = data.get("vmpeers") or {}
     if vp.get("paths"):
-        for m in VM_ORDER:
-            runs = vp["paths"].get(m, {}).get("runs", [])
-            x = [r["offered_qps"] for r in runs]
-            style = "s--" if m == "ipvs_dr" else "o-"
-            if m != "plain":
-                axes[2][0].plot(x, [r["proxy_cpu_ms_per_1k"] for r in runs], style, color=colors[m], label=VM_LABEL[m])
-            axes[2][1].plot(x, [r["latency_p50_ms"] for r in runs], style, color=colors[m], label=VM_LABEL[m] + " p50")
-            axes[2][1].plot(x, [r["latency_p99_ms"] for r in runs], "x:", color=colors[m])
-            axes[2][2].plot(x, [r["completed"] / float(r["run_s"] or 1) for r in runs], style, color=colors[m], label=VM_LABEL[m])
-        for ax in axes[2]:
-            ax.set_xlabel("offered load (DNS queries/s), qemu VM (TCG): only ratios count")
-            ax.grid(alpha=0.3)
-        axes[2][0].set_title("VM: director CPU per 1000 queries (ms), nginx methods and IPVS-DR")
-        axes[2][1].set_title("VM: latency p50 (solid) and p99 (dotted), ms")
-        axes[2][1].set_yscale("log")
-        axes[2][2].set_title("VM: answered queries/s")
-        axes[2][0].legend(fontsize=8)
-        axes[2][2].legend(fontsize=8)
+        _dns_row(axes[2], {m: vp["paths"].get(m, {}).get("runs", []) for m in VM_ORDER}, VM_LABEL,
+                 "offered load (DNS queries/s), qemu VM (TCG): only ratios count",
+                 ("VM: director CPU per 1000 queries (ms), nginx methods and IPVS-DR",
+                  "VM: latency p50 (solid) and p99 (dotted), ms", "VM: answered queries/s"), no_cpu=("plain",))
     else:
         for ax in axes[2]:
             ax.set_axis_off()
