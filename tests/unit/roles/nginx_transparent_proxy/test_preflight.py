@@ -249,6 +249,9 @@ RMEM_CASES = [
     ("rcvbuf-one-k-above", "209k", ["(214016 bytes)", "net.core.rmem_max (212992)"]),
     ("rcvbuf-at-rmem-max", "208k", None),
     ("rcvbuf-in-bytes", "212992", None),
+    # the slurp failed (its failure is kept for this assert): refused with the cause, not taken as "no limit"
+    ("rmem-max-unreadable", "1m", ["nginx_transparent_proxy_udp_rcvbuf 1m cannot be checked", "file not found",
+                                   "before Linux 6.11", "empty nginx_transparent_proxy_udp_rcvbuf"]),
 ]
 
 
@@ -259,7 +262,9 @@ def test_a_udp_receive_buffer_above_rmem_max_is_refused(tmp_path, run_inventory,
     playbook = tmp_path / "rmem.yml"
     playbook.write_text(json.dumps([{"hosts": "all", "gather_facts": False, "tasks": [task]}]))
     content = base64.b64encode(b"212992\n").decode()
-    hosts = dict((case, {"nginx_transparent_proxy_udp_rcvbuf": size, "__nginx_transparent_proxy_rmem_max": {"content": content}})
+    unreadable = {"failed": True, "msg": "file not found: /proc/sys/net/core/rmem_max"}
+    hosts = dict((case, {"nginx_transparent_proxy_udp_rcvbuf": size, "__nginx_transparent_proxy_rmem_max":
+                         unreadable if case == "rmem-max-unreadable" else {"content": content}})
                  for case, size, _parts in RMEM_CASES)
     refusals = run_inventory(tmp_path, str(playbook), {"all": {"hosts": hosts}})[0]
     for case, _size, parts in RMEM_CASES:
