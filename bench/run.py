@@ -4,7 +4,7 @@
     python bench/run.py lab    DIR    data plane in the container lab (the caller holds the lab lock, ran `make lab`)
     python bench/run.py report DIR    results.json (every target: value, bound, status), report.md, bench.png
 
-Environment knobs (defaults keep the whole bench under ~15 minutes on a 2-core machine):
+Environment knobs (with the defaults the whole bench takes about 25 minutes on a 2-core machine):
     BENCH_DNS_LOADS="2000 4000 6000 8000 10000 12000"   offered queries per second, each method
     BENCH_DNS_SECONDS=5  BENCH_HTTP_SECONDS=5       per dnsperf / wrk run
     BENCH_PP_ROUNDS=7                               per-packet rounds (1 s per chain each)

@@ -46,6 +46,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import REPO, VENV_PYTHON, BenchError, MachineLoad, module_args_file, run_module, sh  # noqa: E402
+from dataplane import napi_threads, parse_dnsperf, thread_ns  # noqa: E402
 
 NET = "10.9.0."
 VIP = NET + "100"
@@ -149,7 +150,6 @@ class Guest(object):
     def __init__(self, root):
         self.root = root
         self.workdir = tempfile.mkdtemp(prefix="netops-bench-vmpeers-")
-        self.nic_saved = {}
         self.napi = {}
 
     def log(self, message):
@@ -188,18 +188,11 @@ class Guest(object):
             self.wait_dns(HOSTS[r], expect=HOSTS[r])
 
     def accounting_on(self):
-        self.nic_saved["d"] = json.loads(self.ns("d", "%s %s set eth0" % (VENV_PYTHON, NIC)).stdout)
-        self.nic_saved[""] = json.loads(sh([VENV_PYTHON, NIC, "set", "e-d"]).stdout)
+        # nothing to put back afterwards: the guest is thrown away
+        self.ns("d", "%s %s set eth0" % (VENV_PYTHON, NIC))
+        sh([VENV_PYTHON, NIC, "set", "e-d"])
         time.sleep(0.3)
-        for pid in os.listdir("/proc"):
-            if pid.isdigit():
-                try:
-                    with open("/proc/%s/comm" % pid) as handle:
-                        comm = handle.read().strip()
-                except OSError:
-                    continue
-                if comm.startswith("napi/"):
-                    self.napi[int(pid)] = comm
+        self.napi = napi_threads()
         # one NAPI thread per device, named napi/<device>-<id>: the director's eth0 (in namespace d) and e-d
         found = {comm.split("/", 1)[1].rsplit("-", 1)[0]: pid for pid, comm in self.napi.items()}
         if sorted(found) != ["e-d", "eth0"]:
@@ -220,11 +213,7 @@ class Guest(object):
                         nginx += int(handle.read().split()[0])
             except OSError:
                 continue
-        values = {"nginx": nginx}
-        for key, pid in (("napi", self.napi_director), ("bridge", self.napi_bridge)):
-            with open("/proc/%d/schedstat" % pid) as handle:
-                values[key] = int(handle.read().split()[0])
-        return values
+        return {"nginx": nginx, "napi": thread_ns([self.napi_director]), "bridge": thread_ns([self.napi_bridge])}
 
     def wait_dns(self, server, expect=None, tries=60):
         last = ""
@@ -321,7 +310,6 @@ class Guest(object):
         return values
 
     def dnsperf(self, target, rate, seconds):
-        from dataplane import parse_dnsperf
         load = MachineLoad().start()
         drops0 = self.drops()
         before = self.cpu()
