@@ -129,13 +129,15 @@ def tuning_table(dp):
                 t["variants"][name], ref["lost"] if ref else "-", r["offered_qps"], r["completed"] / float(r["run_s"] or 1),
                 r["lost"], _f(r["latency_p50_ms"]), _f(r["latency_p99_ms"]), _f(r["proxy_cpu_ms_per_1k"], "%.1f"),
                 _f(ratio, "%.2fx"), (drops or "none of the counters moved") if r["lost"] else ""))
-    lines += ["", "| listen | reloads | during dnsperf at | sent | lost |", "|---|---|---|---|---|"]
+    lines += ["", "| listen | reloads | during dnsperf at | sent | lost | lost without reloads (same load) |",
+              "|---|---|---|---|---|---|"]
     for name in ["default"] + sorted(t.get("variants", {})):
         r = t.get("reload_" + name)
         if r:
-            lines.append("| %s | %d in %d s | %d q/s | %d | %d |" % (
+            lines.append("| %s | %d in %d s | %d q/s | %d | %d | %s |" % (
                 "role defaults" if name == "default" else t["variants"][name], r["reloads"], r["seconds"],
-                r["offered_qps"], r["sent"], r["lost"]))
+                r["offered_qps"], r["sent"], r["lost"],
+                "%d of %d" % (r["control_lost"], r["control_sent"]) if "control_lost" in r else "not measured"))
     return lines
 
 
