@@ -39,6 +39,19 @@ def _f(value, fmt="%.2f"):
     return "-" if value is None else fmt % value
 
 
+def _drops(r):
+    """The drop counters that moved in a run that lost queries ("" when nothing was lost)."""
+    if not r["lost"]:
+        return ""
+    return ", ".join("%s %d" % kv for kv in sorted((r.get("drops") or {}).items())) or "none of the counters moved"
+
+
+def _cpu_ratio(r, reference):
+    """r's proxy CPU per query over the reference run's at the same offered load (reference: {load: run})."""
+    ref = reference.get(r["offered_qps"])
+    return r["proxy_cpu_ms_per_1k"] / ref["proxy_cpu_ms_per_1k"] if ref and ref["proxy_cpu_ms_per_1k"] else None
+
+
 def targets_table(targets):
     lines = ["| target | measured | bound | status | detail |", "|---|---|---|---|---|"]
     for t in targets:
@@ -56,17 +69,12 @@ def dns_table(dp):
     std = {r["offered_qps"]: r for r in methods.get("standard", [])}
     for m in ORDER:
         for r in methods.get(m, []):
-            ref = std.get(r["offered_qps"])
-            ratio = (r["proxy_cpu_ms_per_1k"] / ref["proxy_cpu_ms_per_1k"]) if ref and ref["proxy_cpu_ms_per_1k"] else None
-            drops = ", ".join("%s %d" % kv for kv in sorted((r.get("drops") or {}).items()))
-            if r["lost"] and not drops:
-                drops = "none of the counters moved"
             split = "%.1f + %.1f" % (1e6 * r["proxy_cgroup_s"] / r["sent"], 1e6 * r["proxy_napi_s"] / r["sent"]) if r["sent"] else "-"
             lines.append("| %s | %d | %.0f | %d | %s | %s | %s | %s | %s | %d %% | %s |" % (
                 LABEL[m] + (" (saturated)" if m == "standard" and saturated(r) else ""), r["offered_qps"],
                 r["completed"] / float(r["run_s"] or 1), r["lost"], _f(r["latency_p50_ms"]), _f(r["latency_p99_ms"]),
-                _f(r["proxy_cpu_ms_per_1k"], "%.1f"), split, _f(ratio, "%.2fx"), 100 * r["machine_busy_share"],
-                drops if r["lost"] else ""))
+                _f(r["proxy_cpu_ms_per_1k"], "%.1f"), split, _f(_cpu_ratio(r, std), "%.2fx"), 100 * r["machine_busy_share"],
+                _drops(r)))
     return lines
 
 
@@ -89,8 +97,7 @@ def vm_table(vp):
     peer = {r["offered_qps"]: r for r in vp["paths"].get("ipvs_dr", {}).get("runs", [])}
     for m in VM_ORDER:
         for r in vp["paths"].get(m, {}).get("runs", []):
-            ref = peer.get(r["offered_qps"])
-            ratio = (r["proxy_cpu_ms_per_1k"] / ref["proxy_cpu_ms_per_1k"]) if ref and ref["proxy_cpu_ms_per_1k"] and m != "plain" else None
+            ratio = _cpu_ratio(r, peer) if m != "plain" else None
             lines.append("| %s | %d | %.0f | %d | %s | %s | %s | %s | %s | %d %% |" % (
                 VM_LABEL[m] + (" (saturated)" if saturated(r) else ""), r["offered_qps"],
                 r["completed"] / float(r["run_s"] or 1), r["lost"], _f(r["latency_p50_ms"]), _f(r["latency_p99_ms"]),
@@ -108,27 +115,21 @@ def tuning_table(dp):
     base = {r["offered_qps"]: r for r in methods.get("dsr_router_nat", [])}
     lines = ["| DSR router NAT | offered q/s | answered q/s | lost | p50 ms | p99 ms | proxy CPU ms / 1000 q | vs defaults "
              "| drops counted (when lost) |", "|---|---|---|---|---|---|---|---|---|"]
+
+    def row(label, r, reference):
+        return "| %s | %d | %.0f | %d | %s | %s | %s | %s | %s |" % (
+            label, r["offered_qps"], r["completed"] / float(r["run_s"] or 1), r["lost"], _f(r["latency_p50_ms"]),
+            _f(r["latency_p99_ms"]), _f(r["proxy_cpu_ms_per_1k"], "%.1f"), _f(_cpu_ratio(r, reference), "%.2fx"), _drops(r))
     for name in ["defaults"] + sorted(t.get("variants", {})):
         runs = methods.get("dsr_router_nat" if name == "defaults" else "dsr_router_nat_" + name, [])
         label = "role defaults" if name == "defaults" else t["variants"][name]
-        for r in runs:
-            ref = base.get(r["offered_qps"])
-            ratio = r["proxy_cpu_ms_per_1k"] / ref["proxy_cpu_ms_per_1k"] if ref and ref["proxy_cpu_ms_per_1k"] else None
-            drops = ", ".join("%s %d" % kv for kv in sorted((r.get("drops") or {}).items()))
-            lines.append("| %s | %d | %.0f | %d | %s | %s | %s | %s | %s |" % (
-                label, r["offered_qps"], r["completed"] / float(r["run_s"] or 1), r["lost"], _f(r["latency_p50_ms"]),
-                _f(r["latency_p99_ms"]), _f(r["proxy_cpu_ms_per_1k"], "%.1f"), _f(ratio, "%.2fx"),
-                (drops or "none of the counters moved") if r["lost"] else ""))
+        lines += [row(label, r, base) for r in runs]
     origin = {r["offered_qps"]: r for r in methods.get("dsr_origin_nat", [])}
     for name in sorted(t.get("variants", {})):
         for r in methods.get("dsr_origin_nat_" + name, []):
             ref = origin.get(r["offered_qps"])
-            ratio = r["proxy_cpu_ms_per_1k"] / ref["proxy_cpu_ms_per_1k"] if ref and ref["proxy_cpu_ms_per_1k"] else None
-            drops = ", ".join("%s %d" % kv for kv in sorted((r.get("drops") or {}).items()))
-            lines.append("| DSR origin NAT, %s (vs origin NAT's defaults: lost %s) | %d | %.0f | %d | %s | %s | %s | %s | %s |" % (
-                t["variants"][name], ref["lost"] if ref else "-", r["offered_qps"], r["completed"] / float(r["run_s"] or 1),
-                r["lost"], _f(r["latency_p50_ms"]), _f(r["latency_p99_ms"]), _f(r["proxy_cpu_ms_per_1k"], "%.1f"),
-                _f(ratio, "%.2fx"), (drops or "none of the counters moved") if r["lost"] else ""))
+            lines.append(row("DSR origin NAT, %s (vs origin NAT's defaults: lost %s)" % (
+                t["variants"][name], ref["lost"] if ref else "-"), r, origin))
     lines += ["", "| listen | reloads | during dnsperf at | sent | lost | lost without reloads (same load) |",
               "|---|---|---|---|---|---|"]
     for name in ["default"] + sorted(t.get("variants", {})):
