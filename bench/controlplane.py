@@ -100,6 +100,14 @@ def startup(repeat=5):
     return out
 
 
+def startup_text(fixed, where="", digits=3):
+    """startup()'s figures as the report says them (without the closing parenthesis, for the caller's last item)."""
+    f = "%%.%df s" % digits
+    return (("the module process's fixed cost%s is " + f + " (interpreter " + f + ", Ansible's module_utils +" + f
+             + ", pyroute2 +" + f) % (where, fixed["pyroute2_s"], fixed["python_s"], fixed["ansible_s"] - fixed["python_s"],
+                                      fixed["pyroute2_s"] - fixed["ansible_s"]))
+
+
 def run(counts=COUNTS, repeat=3, log=print):
     workdir = tempfile.mkdtemp(prefix="netops-bench-cp-")
     load = MachineLoad().start()

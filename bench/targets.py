@@ -4,6 +4,8 @@ A target is "met" only when it was measured in this run and holds; anything that
 "not measured" with the reason, never met.
 """
 
+from controlplane import startup_text
+
 SATURATION_ANSWERED = 0.97   # answered/offered below this ...
 SATURATION_LOSS = 0.001      # ... or more than 0.1 % lost: the proxy is saturated at that load
 
@@ -42,10 +44,7 @@ def _fixed_cost(controlplane, key):
         return ""
     marginal = (big[key] - one[key]) / max(big["module_apply_s"] - one["module_apply_s"], 1e-6)
     budget = big[key] / 10.0
-    text = ("; the module process's fixed cost is %.3f s (interpreter %.3f s, Ansible's module_utils +%.3f s, "
-            "pyroute2 +%.3f s; the module with 1 upstream takes %.3f s)"
-            % (fixed["pyroute2_s"], fixed["python_s"], fixed["ansible_s"] - fixed["python_s"],
-               fixed["pyroute2_s"] - fixed["ansible_s"], one["module_apply_s"]))
+    text = "; %s; the module with 1 upstream takes %.3f s)" % (startup_text(fixed), one["module_apply_s"])
     if fixed["pyroute2_s"] >= budget:
         text += ", more than a tenth of the per-process loop (%.3f s) on its own" % budget
     else:

@@ -25,6 +25,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import REPO, module_args_file, netns_add, ns_sh, run_module  # noqa: E402
+from controlplane import startup, startup_text  # noqa: E402
 
 VIP = "192.168.99.10"
 BASE = ipaddress.ip_address("10.0.0.1")
@@ -54,8 +55,7 @@ def inner(n):
     per_process_s = time.perf_counter() - start
     count = int(ns_sh(NS, "tc filter show dev v1 | grep -c 'nat egress'").stdout)
     ok = ok and count == n
-    import controlplane
-    fixed = controlplane.startup(repeat=3)
+    fixed = startup(repeat=3)
     return {"n": n, "startup": fixed, "module_apply_s": apply_s, "module_rerun_s": rerun_s, "per_process_s": per_process_s,
             "per_process_filters": count, "kernel": os.uname().release, "ok": bool(ok)}
 
@@ -80,13 +80,11 @@ def outer(n, timeout=900):
                       % (data["kernel"], n, data["per_process_s"], data["module_apply_s"], data["module_rerun_s"]))
     fixed = data.get("startup")
     if fixed:
-        data["detail"] += ("; the module process's fixed cost in the VM is %.2f s (interpreter %.2f s, Ansible's "
-                           "module_utils +%.2f s, pyroute2 +%.2f s, imports read over 9p), so even a module that "
-                           "applied nothing could not be more than %.1fx faster than the %d processes; everything "
-                           "after start-up (reading the device, the diff, the netlink requests) takes %.2f s (%.1f ms "
-                           "per upstream, against %.1f ms per tc process)"
-                           % (fixed["pyroute2_s"], fixed["python_s"], fixed["ansible_s"] - fixed["python_s"],
-                              fixed["pyroute2_s"] - fixed["ansible_s"], data["per_process_s"] / fixed["pyroute2_s"], n,
+        data["detail"] += ("; %s, imports read over 9p), so even a module that applied nothing could not be more "
+                           "than %.1fx faster than the %d processes; everything after start-up (reading the device, "
+                           "the diff, the netlink requests) takes %.2f s (%.1f ms per upstream, against %.1f ms per tc "
+                           "process)"
+                           % (startup_text(fixed, " in the VM", 2), data["per_process_s"] / fixed["pyroute2_s"], n,
                               data["module_apply_s"] - fixed["pyroute2_s"],
                               1000 * (data["module_apply_s"] - fixed["pyroute2_s"]) / n, 1000 * data["per_process_s"] / n))
     return data
