@@ -272,24 +272,34 @@ class ProxyAccounting(object):
         return d
 
 
+def snmp_table(text, prefix):
+    """One table of /proc/net/snmp ("Udp:", "Ip:") as {counter: value}."""
+    rows = [line.split() for line in text.splitlines() if line.startswith(prefix)]
+    return dict(zip(rows[0][1:], (int(x) for x in rows[1][1:])))
+
+
+def dev_drops(text):
+    """/proc/net/dev as {device: (rx_drop, tx_drop)}."""
+    out = {}
+    for line in text.splitlines()[2:]:
+        name, data = line.split(":", 1)
+        fields = data.split()
+        out[name.strip()] = (int(fields[3]), int(fields[11]))
+    return out
+
+
+UDP_ERRORS = ("InErrors", "RcvbufErrors", "SndbufErrors", "NoPorts")
+
+
 def _udp_and_drops(pid):
     """UDP error counters and interface drops of the network namespace of process pid (read from the host)."""
     prefix = "/proc/%s/net/" % pid if pid else "/proc/net/"
-    counters = {}
     with open(prefix + "snmp") as handle:
-        rows = [line.split() for line in handle if line.startswith("Udp:")]
-    udp = dict(zip(rows[0][1:], (int(x) for x in rows[1][1:])))
-    for key in ("InErrors", "RcvbufErrors", "SndbufErrors", "NoPorts"):
-        counters["udp_" + key] = udp.get(key, 0)
-    rx = tx = 0
+        udp = snmp_table(handle.read(), "Udp:")
+    counters = {"udp_" + key: udp.get(key, 0) for key in UDP_ERRORS}
     with open(prefix + "dev") as handle:
-        for line in handle.readlines()[2:]:
-            name, data = line.split(":", 1)
-            fields = data.split()
-            if pid or name.strip().startswith("veth"):
-                rx += int(fields[3])
-                tx += int(fields[11])
-    counters["if_rx_drop"], counters["if_tx_drop"] = rx, tx
+        drops = [d for name, d in dev_drops(handle.read()).items() if pid or name.startswith("veth")]
+    counters["if_rx_drop"], counters["if_tx_drop"] = sum(d[0] for d in drops), sum(d[1] for d in drops)
     if not pid:
         with open("/proc/net/softnet_stat") as handle:
             counters["backlog_drop"] = sum(int(line.split()[1], 16) for line in handle)

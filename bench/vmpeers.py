@@ -46,7 +46,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import REPO, VENV_PYTHON, BenchError, MachineLoad, module_args_file, run_module, sh  # noqa: E402
-from dataplane import napi_threads, parse_dnsperf, thread_ns  # noqa: E402
+from dataplane import UDP_ERRORS, dev_drops, napi_threads, parse_dnsperf, snmp_table, thread_ns  # noqa: E402
 
 NET = "10.9.0."
 VIP = NET + "100"
@@ -282,27 +282,18 @@ class Guest(object):
         """UDP error counters and interface drops per namespace (where a lost query was dropped)."""
         values = {}
         for name in HOSTS:
-            text = self.ns(name, "cat /proc/net/snmp /proc/net/dev").stdout
-            rows = [line.split() for line in text.splitlines() if line.startswith("Udp:")]
-            udp = dict(zip(rows[0][1:], (int(x) for x in rows[1][1:])))
-            for key in ("InErrors", "RcvbufErrors", "SndbufErrors", "NoPorts"):
+            snmp, dev = self.ns(name, "cat /proc/net/snmp; echo ==; cat /proc/net/dev").stdout.split("==\n")
+            udp, ip = snmp_table(snmp, "Udp:"), snmp_table(snmp, "Ip:")
+            for key in UDP_ERRORS:
                 values["%s_udp_%s" % (name, key)] = udp.get(key, 0)
-            rows = [line.split() for line in text.splitlines() if line.startswith("Ip:")]
-            ip = dict(zip(rows[0][1:], (int(x) for x in rows[1][1:])))
             for key in ("InDiscards", "OutDiscards", "InAddrErrors", "InHdrErrors", "OutNoRoutes"):
                 values["%s_ip_%s" % (name, key)] = ip.get(key, 0)
-            for line in text.splitlines():
-                if ":" in line and line.split(":", 1)[0].strip() == "eth0":
-                    fields = line.split(":", 1)[1].split()
-                    values["%s_if_rx_drop" % name], values["%s_if_tx_drop" % name] = int(fields[3]), int(fields[11])
+            values["%s_if_rx_drop" % name], values["%s_if_tx_drop" % name] = dev_drops(dev)["eth0"]
         with open("/proc/net/dev") as handle:
-            for line in handle.readlines()[2:]:
-                dev, data = line.split(":", 1)
-                if dev.strip().startswith("e-"):
-                    fields = data.split()
+            for device, (rx, tx) in dev_drops(handle.read()).items():
+                if device.startswith("e-"):
                     # the bridge side: a tx drop here is a full veth ring of the peer inside the namespace
-                    values["bridge_%s_tx_drop" % dev.strip()[2:]] = int(fields[11])
-                    values["bridge_%s_rx_drop" % dev.strip()[2:]] = int(fields[3])
+                    values["bridge_%s_tx_drop" % device[2:]], values["bridge_%s_rx_drop" % device[2:]] = tx, rx
         errors = os.path.join(self.root, "tmp", "bench-nginx-error.log")
         if os.path.exists(errors):
             with open(errors) as handle:
