@@ -36,7 +36,7 @@ import re
 import subprocess
 import time
 
-from common import REPO, VENV_PYTHON, BenchError, MachineLoad, loadavg, sh
+from common import REPO, VENV_PYTHON, BenchError, MachineLoad, loadavg, processes, sh
 
 UPSTREAMS = ["172.16.0.11", "172.16.0.12", "172.16.0.13", "172.16.0.14"]
 VIP = "192.168.99.10"
@@ -194,17 +194,7 @@ def thread_ns(pids):
 
 
 def napi_threads():
-    found = {}
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                with open("/proc/%s/comm" % pid) as handle:
-                    comm = handle.read().strip()
-            except OSError:
-                continue
-            if comm.startswith("napi/"):
-                found[int(pid)] = comm
-    return found
+    return processes(lambda comm: comm.startswith("napi/"))
 
 
 class ProxyAccounting(object):

@@ -33,7 +33,7 @@ import os
 import tempfile
 
 from common import (BENCH, BenchError, MachineLoad, loadavg, median, module_args_file, netns_add, netns_del, ns_sh,
-                    run_module, sh, spread)
+                    processes, run_module, sh, spread)
 
 CHAINS = ("forward", "empty_egress", "linear_1", "hash_1", "rewrite_1", "rewrite_4096", "linear_4096")
 VIP = "192.168.99.10"
@@ -140,14 +140,9 @@ class Chain(object):
 def _ksoftirqd_ns():
     """Total runtime (ns) of the ksoftirqd threads: softirq work deferred out of the blaster's context."""
     total = 0
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
+    for pid in processes(lambda comm: comm.startswith("ksoftirqd/")):
         try:
-            with open("/proc/%s/comm" % pid) as handle:
-                if not handle.read().startswith("ksoftirqd/"):
-                    continue
-            with open("/proc/%s/schedstat" % pid) as handle:
+            with open("/proc/%d/schedstat" % pid) as handle:
                 total += int(handle.read().split()[0])
         except OSError:
             continue

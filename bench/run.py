@@ -125,12 +125,12 @@ def phase_report(out):
         with open(started) as handle:
             t0 = int(handle.read().strip())
         data["timing"] = {"total_s": round(time.time() - t0)}
-        vm_json, dp_json = os.path.join(out, "vmpeers.json"), os.path.join(out, "dataplane.json")
-        if os.path.exists(vm_json):
-            data["timing"]["host_phases_s"] = round(os.path.getmtime(vm_json) - t0)
+        host_json, dp_json = os.path.join(out, "vmpeers.json"), os.path.join(out, "dataplane.json")
+        if os.path.exists(host_json):  # the host phase writes vmpeers.json last
+            data["timing"]["host_phases_s"] = round(os.path.getmtime(host_json) - t0)
             if data["dataplane"]:
                 lab_start = os.path.getmtime(dp_json) - data["dataplane"]["elapsed_s"]
-                data["timing"]["lock_wait_and_make_lab_s"] = round(lab_start - os.path.getmtime(vm_json))
+                data["timing"]["lock_wait_and_make_lab_s"] = round(lab_start - os.path.getmtime(host_json))
                 data["timing"]["lab_phase_s"] = round(data["dataplane"]["elapsed_s"])
     data["targets"] = targets.evaluate(data["dataplane"], data["controlplane"], data["perpacket"], data["vm"])
     data["peers"] = targets.peers(data["dataplane"], data["vmpeers"])

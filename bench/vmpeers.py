@@ -45,7 +45,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import REPO, VENV_PYTHON, BenchError, MachineLoad, module_args_file, run_module, sh  # noqa: E402
+from common import REPO, VENV_PYTHON, BenchError, MachineLoad, module_args_file, processes, run_module, sh  # noqa: E402
 from dataplane import UDP_ERRORS, dev_drops, napi_threads, parse_dnsperf, snmp_table, thread_ns  # noqa: E402
 
 NET = "10.9.0."
@@ -201,15 +201,10 @@ class Guest(object):
 
     def cpu(self):
         nginx = 0
-        for pid in os.listdir("/proc"):
-            if not pid.isdigit():
-                continue
+        for pid in processes(lambda comm: comm == "nginx"):
             try:
-                with open("/proc/%s/comm" % pid) as handle:
-                    if handle.read().strip() != "nginx":
-                        continue
-                for task in os.listdir("/proc/%s/task" % pid):
-                    with open("/proc/%s/task/%s/schedstat" % (pid, task)) as handle:
+                for task in os.listdir("/proc/%d/task" % pid):
+                    with open("/proc/%d/task/%s/schedstat" % (pid, task)) as handle:
                         nginx += int(handle.read().split()[0])
             except OSError:
                 continue
